@@ -1,0 +1,1 @@
+"""Image sources, preprocessing and token datasets."""
