@@ -1,0 +1,194 @@
+"""MaskGIT over TiTok ids: the token space, the training mask and the reference sampler.
+
+Token space (SPEC 3.1): ids 0..N-1 are codes, N is [MASK], N+1+c is class c and
+N+1+num_classes is the null class used for classifier-free guidance. The
+backbones (``bert.py``, ``uvit.py``) only map a token sequence to logits.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..config import GUIDANCE_DECAYS, GeneratorConfig
+from ..hub import HubMixin
+
+
+class GeneratorError(ValueError):
+    """Bad arguments given to a generator."""
+
+
+def mask_schedule(num_tokens: int, num_steps: int) -> list[int]:
+    """How many tokens stay masked after each sampling step (arccos schedule)."""
+    counts, masked = [], num_tokens
+    for step in range(num_steps):
+        if step == num_steps - 1:
+            masked = 0
+        else:
+            masked = _num_to_mask(num_tokens, (step + 1) / num_steps, masked)
+        counts.append(masked)
+    return counts
+
+
+def _num_to_mask(num_tokens: int, ratio: float, currently_masked: int) -> int:
+    wanted = math.floor(num_tokens * np.arccos(ratio) / (math.pi * 0.5))
+    return max(1, min(currently_masked - 1, wanted))
+
+
+def _gumbel_noise(shape, like: torch.Tensor) -> torch.Tensor:
+    uniform = torch.zeros(shape, dtype=like.dtype, device=like.device).uniform_(0, 1)
+    return -torch.log((-torch.log(uniform.clamp(min=1e-20))).clamp(min=1e-20))
+
+
+class MaskGIT(HubMixin, nn.Module):
+    """Base class of the generators: condition handling, training mask, sampling.
+
+    ``MaskGIT.from_config`` / ``from_pretrained`` build the backbone named by
+    ``model.generator.model_type``: "ViT" -> ImageBert, "UViT" -> UViTBert.
+    """
+
+    config_class = GeneratorConfig
+
+    def __init__(self, config: GeneratorConfig):
+        super().__init__()
+        self.config = config
+
+    # ------------------------------------------------------------ token space
+    @property
+    def mask_token_id(self) -> int:
+        return self.config.mask_token_id
+
+    @property
+    def null_condition_id(self) -> int:
+        return self.config.codebook_size + 1 + self.config.condition_num_classes
+
+    def condition_tokens(self, condition: torch.Tensor, drop: torch.Tensor) -> torch.Tensor:
+        """Class ids (B,) -> condition token ids (B, 1); dropped rows get the null class."""
+        tokens = condition.long() + self.config.codebook_size + 1
+        tokens = torch.where(drop, torch.full_like(tokens, self.null_condition_id), tokens)
+        return tokens.unsqueeze(-1)
+
+    def logits(self, sequence: torch.Tensor) -> torch.Tensor:
+        """[condition, K ids] (B, 1+K) -> logits over codes (B, K, N). Backbones implement this."""
+        raise NotImplementedError
+
+    def forward(self, input_ids: torch.Tensor, condition: torch.Tensor, cond_drop_prob: float = 0.1) -> torch.Tensor:
+        # one uniform draw per row even at prob 0 or 1: the reference's RNG stream depends on it
+        drop = torch.rand(condition.shape, device=condition.device) < cond_drop_prob
+        return self.forward_with_drop(input_ids, condition, drop)
+
+    def forward_with_drop(self, input_ids: torch.Tensor, condition: torch.Tensor, drop: torch.Tensor) -> torch.Tensor:
+        sequence = torch.cat([self.condition_tokens(condition, drop), input_ids.reshape(input_ids.shape[0], -1)], dim=1)
+        return self.logits(sequence)
+
+    def masking_input_tokens(self, tokens: torch.Tensor, generator: torch.Generator | None = None):
+        """Training mask (SPEC 3.2): -> (masked tokens, bool mask)."""
+        b, k = tokens.shape
+        u = torch.rand(b, device=tokens.device, generator=generator)
+        ratio = (torch.arccos(u) / (math.pi * 0.5)).clamp(1e-6, 1.0)
+        num_masked = (k * ratio).round().clamp(min=1)
+        ranks = torch.rand(b, k, device=tokens.device, generator=generator).argsort(dim=-1).argsort(dim=-1)
+        mask = ranks < num_masked.unsqueeze(-1)
+        return torch.where(mask, self.mask_token_id, tokens), mask
+
+    # ------------------------------------------------------------ sampling
+    def _check_generate_args(self, condition, guidance_decay, num_sample_steps):
+        if guidance_decay not in GUIDANCE_DECAYS:
+            raise GeneratorError(f"guidance_decay must be one of {GUIDANCE_DECAYS}, got {guidance_decay!r}")
+        if num_sample_steps < 1:
+            raise GeneratorError("num_sample_steps must be >= 1")
+        if condition.dim() != 1 or condition.is_floating_point():
+            raise GeneratorError(f"condition must be integer class ids of shape (B,), got {tuple(condition.shape)}")
+        n = self.config.condition_num_classes
+        if condition.numel() and (int(condition.min()) < 0 or int(condition.max()) >= n):
+            raise GeneratorError(f"class ids must lie in [0, {n - 1}]")
+
+    def guided_logits(self, ids, condition, cfg_scale, guidance_decay, batched: bool) -> torch.Tensor:
+        b = condition.shape[0]
+        if not (cfg_scale != 0):
+            torch.rand(b, device=condition.device)  # the reference's unused drop draw
+            return self.forward_with_drop(ids, condition, torch.zeros(b, dtype=torch.bool, device=condition.device))
+        no_drop = torch.zeros(b, dtype=torch.bool, device=condition.device)
+        # two draws, as the reference's two forward passes make
+        torch.rand(b, device=condition.device)
+        torch.rand(b, device=condition.device)
+        if batched:
+            both = self.forward_with_drop(
+                torch.cat([ids, ids]), torch.cat([condition, condition]), torch.cat([no_drop, ~no_drop])
+            )
+            cond_logits, uncond_logits = both.chunk(2)
+        else:
+            cond_logits = self.forward_with_drop(ids, condition, no_drop)
+            uncond_logits = self.forward_with_drop(ids, condition, ~no_drop)
+        if guidance_decay == "power-cosine":
+            return uncond_logits + (cond_logits - uncond_logits) * cfg_scale
+        return cond_logits + (cond_logits - uncond_logits) * cfg_scale
+
+    @torch.no_grad()
+    def generate(
+        self,
+        condition: torch.Tensor,
+        guidance_scale: float = 3.0,
+        guidance_decay: str = "constant",
+        guidance_scale_pow: float = 3.0,
+        randomize_temperature: float = 4.5,
+        softmax_temperature_annealing: bool = False,
+        num_sample_steps: int = 8,
+        batched_guidance: bool = True,
+    ) -> torch.Tensor:
+        """Class ids (B,) -> sampled code ids (B, K), drawing random numbers as the reference does.
+
+        ``batched_guidance`` runs the conditional and unconditional passes as one
+        batch of 2B; the ids are the same, it is just faster.
+        """
+        self._check_generate_args(condition, guidance_decay, num_sample_steps)
+        device = condition.device
+        k = self.config.image_seq_len
+        ids = torch.full((condition.shape[0], k), self.mask_token_id, device=device, dtype=torch.long)
+        cfg_scale = guidance_scale if guidance_decay == "constant" else 0.0
+
+        for step in range(num_sample_steps):
+            ratio = (step + 1) / num_sample_steps
+            temperature = randomize_temperature * (1.0 - ratio)
+            is_mask = ids == self.mask_token_id
+            if guidance_decay == "power-cosine":
+                # computed in float32 tensors like the reference, so logits match bit for bit
+                pow_ = torch.ones(1, device=device) * guidance_scale_pow
+                scale_step = (1 - torch.cos(((step / num_sample_steps) ** pow_) * torch.pi)) * 0.5
+                cfg_scale = (guidance_scale - 1) * scale_step + 1
+
+            logits = self.guided_logits(ids, condition, cfg_scale, guidance_decay, batched_guidance).float()
+            if softmax_temperature_annealing:
+                logits = logits / (0.5 + 0.8 * (1 - ratio))
+
+            sampled = (logits + temperature * _gumbel_noise(logits.shape, logits)).argmax(dim=-1)
+            sampled_logits = logits.gather(-1, sampled.unsqueeze(-1)).squeeze(-1)
+            sampled = torch.where(is_mask, sampled, ids)
+            confidence = torch.where(is_mask, sampled_logits, torch.inf)
+
+            # as the reference: the first row's mask count, kept on the device (no sync)
+            wanted = math.floor(k * np.arccos(ratio) / (math.pi * 0.5))
+            num_masked = (is_mask[0].sum() - 1).clamp(max=wanted).clamp(min=1)
+            confidence = confidence + temperature * _gumbel_noise(confidence.shape, confidence)
+            index = (num_masked - 1).expand(confidence.shape[0], 1)
+            cut_off = confidence.sort(dim=-1).values.gather(-1, index)
+            if step == num_sample_steps - 1:
+                ids = sampled
+            else:
+                ids = torch.where(confidence <= cut_off, self.mask_token_id, sampled)
+
+            if guidance_decay == "linear":
+                cfg_scale = ratio * guidance_scale
+        return ids
+
+    # ------------------------------------------------------------ construction
+    @classmethod
+    def _class_for(cls, config: GeneratorConfig) -> type["MaskGIT"]:
+        if cls is not MaskGIT:
+            return cls
+        from .bert import ImageBert
+        from .uvit import UViTBert
+
+        return {"ViT": ImageBert, "UViT": UViTBert}[config.model_type]

@@ -1,0 +1,215 @@
+"""TiTok: a ViT that reads patches plus K latent tokens and keeps only the latents."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from einops.layers.torch import Rearrange
+from torch import nn
+
+from ..config import VIT_SIZES, TiTokConfig, VQGANConfig
+from ..hub import HubMixin
+from .quantizers import DiagonalGaussianPosterior, VectorQuantizer
+from .vit import ResidualAttentionBlock, init_reference_weights
+from .vqgan import VQGANDecoder
+
+PROXY_CODEBOOK_SIZE = 1024  # MaskGIT-VQGAN codes predicted by the legacy decoder
+
+
+class TokenizerError(ValueError):
+    """Bad images or token ids given to a tokenizer."""
+
+
+def _embedding(*shape: int, width: int) -> nn.Parameter:
+    return nn.Parameter(width**-0.5 * torch.randn(*shape))
+
+
+class _ViTStack(nn.Module):
+    def __init__(self, width: int, depth: int, heads: int):
+        super().__init__()
+        self.ln_pre = nn.LayerNorm(width)
+        self.transformer = nn.ModuleList(ResidualAttentionBlock(width, heads) for _ in range(depth))
+        self.ln_post = nn.LayerNorm(width)
+
+    def run(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.ln_pre(x)
+        for block in self.transformer:
+            x = block(x)
+        return x
+
+
+class TiTokEncoder(_ViTStack):
+    def __init__(self, cfg: TiTokConfig):
+        width, depth, heads = VIT_SIZES[cfg.vit_enc_model_size]
+        super().__init__(width, depth, heads)
+        self.is_legacy = cfg.is_legacy
+        grid = cfg.crop_size // cfg.vit_enc_patch_size
+        out_channels = cfg.token_size * (2 if cfg.is_vae else 1)
+        self.patch_embed = nn.Conv2d(3, width, cfg.vit_enc_patch_size, stride=cfg.vit_enc_patch_size)
+        self.class_embedding = _embedding(1, width, width=width)
+        self.positional_embedding = _embedding(grid * grid + 1, width, width=width)
+        self.latent_token_positional_embedding = _embedding(cfg.num_latent_tokens, width, width=width)
+        self.conv_out = nn.Conv2d(width, out_channels, 1)
+
+    def forward(self, pixels: torch.Tensor, latent_tokens: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W), (K, W) -> (B, C, 1, K)."""
+        b = pixels.shape[0]
+        patches = rearrange(self.patch_embed(pixels), "b w h ww -> b (h ww) w")
+        cls = self.class_embedding.to(patches.dtype).expand(b, -1, -1)
+        x = torch.cat([cls, patches], dim=1) + self.positional_embedding.to(patches.dtype)
+        latents = (latent_tokens + self.latent_token_positional_embedding).to(x.dtype).expand(b, -1, -1)
+        num_latents = latents.shape[1]
+        x = self.run(torch.cat([x, latents], dim=1))
+        x = self.ln_post(x[:, -num_latents:])
+        if self.is_legacy:
+            # the released two-stage models reinterpret (K, W) memory as (W, K): keep it
+            x = x.reshape(b, -1, num_latents, 1)
+        else:
+            x = rearrange(x, "b k w -> b w k 1")
+        return self.conv_out(x).reshape(b, -1, 1, num_latents)
+
+
+class TiTokDecoder(_ViTStack):
+    def __init__(self, cfg: TiTokConfig):
+        width, depth, heads = VIT_SIZES[cfg.vit_dec_model_size]
+        super().__init__(width, depth, heads)
+        self.is_legacy = cfg.is_legacy
+        self.grid = cfg.crop_size // cfg.vit_dec_patch_size
+        patch = cfg.vit_dec_patch_size
+        self.decoder_embed = nn.Linear(cfg.token_size, width)
+        self.class_embedding = _embedding(1, width, width=width)
+        self.positional_embedding = _embedding(self.grid**2 + 1, width, width=width)
+        self.mask_token = _embedding(1, 1, width, width=width)
+        self.latent_token_positional_embedding = _embedding(cfg.num_latent_tokens, width, width=width)
+        if self.is_legacy:
+            # logits over the MaskGIT-VQGAN codes at every grid position
+            self.ffn = nn.Sequential(
+                nn.Conv2d(width, 2 * width, 1), nn.Tanh(), nn.Conv2d(2 * width, PROXY_CODEBOOK_SIZE, 1)
+            )
+            self.conv_out = nn.Identity()
+        else:
+            self.ffn = nn.Sequential(
+                nn.Conv2d(width, patch * patch * 3, 1),
+                Rearrange("b (p1 p2 c) h w -> b c (h p1) (w p2)", p1=patch, p2=patch),
+            )
+            self.conv_out = nn.Conv2d(3, 3, 3, padding=1)
+
+    def forward(self, z_quantized: torch.Tensor) -> torch.Tensor:
+        """(B, C, 1, K) -> proxy-code logits (B, 1024, g, g) or pixels (B, 3, H, W)."""
+        b, _, h, k = z_quantized.shape
+        if h != 1:
+            raise TokenizerError(f"decoder expects latents of shape (B, C, 1, K), got {tuple(z_quantized.shape)}")
+        latents = self.decoder_embed(rearrange(z_quantized, "b c 1 k -> b k c"))
+        latents = latents + self.latent_token_positional_embedding.to(latents.dtype)
+        masks = self.mask_token.to(latents.dtype).expand(b, self.grid**2, -1)
+        cls = self.class_embedding.to(latents.dtype).expand(b, -1, -1)
+        masks = torch.cat([cls, masks], dim=1) + self.positional_embedding.to(latents.dtype)
+        x = self.run(torch.cat([masks, latents], dim=1))
+        x = self.ln_post(x[:, 1 : 1 + self.grid**2])
+        x = rearrange(x, "b (h w) c -> b c h w", h=self.grid)
+        return self.conv_out(self.ffn(x))
+
+
+class TiTok(HubMixin, nn.Module):
+    """The TiTok tokenizer: encode, quantize, decode (weights load through HubMixin)."""
+
+    config_class = TiTokConfig
+
+    def __init__(self, config: TiTokConfig):
+        super().__init__()
+        self.config = config
+        enc_width = VIT_SIZES[config.vit_enc_model_size][0]
+        self.encoder = TiTokEncoder(config)
+        self.decoder = TiTokDecoder(config)
+        self.latent_tokens = _embedding(config.num_latent_tokens, enc_width, width=enc_width)
+        self.apply(init_reference_weights)
+        # created after the model-wide init, as in the reference, so they keep their own init
+        if not config.is_vae:
+            self.quantize = VectorQuantizer(
+                config.codebook_size, config.token_size, config.commitment_cost, config.use_l2_norm
+            )
+        if config.finetune_decoder:
+            self.pixel_quantize = VectorQuantizer(PROXY_CODEBOOK_SIZE, config.pixel_z_channels)
+            self.pixel_decoder = VQGANDecoder(
+                VQGANConfig(hidden_channels=config.pixel_hidden_channels, z_channels=config.pixel_z_channels,
+                            embedding_dim=config.pixel_z_channels)
+            )
+
+    # ------------------------------------------------------------ reference API
+    def encode(self, pixels: torch.Tensor):
+        """VQ: (z_quantized (B, C, 1, K), dict); VAE: (sample, posterior)."""
+        z = self.encoder(pixels, self.latent_tokens)
+        if self.config.is_vae:
+            posterior = DiagonalGaussianPosterior(z)
+            return posterior.sample(), posterior
+        return self.quantize(z)
+
+    def decode(self, z_quantized: torch.Tensor) -> torch.Tensor:
+        """Latents -> pixels (unclamped), or proxy-code logits for a stage-1 model."""
+        decoded = self.decoder(z_quantized)
+        if not self.config.finetune_decoder:
+            return decoded
+        weights = decoded.softmax(dim=1)
+        soft_latents = torch.einsum("nchw,cd->ndhw", weights, self.pixel_quantize.embedding.weight.to(weights.dtype))
+        return self.pixel_decoder(soft_latents)
+
+    def decode_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Ids (B, K) / (B, 1, K), or VAE latents (B, C, 1, K) -> raw decoder output."""
+        if self.config.is_vae:
+            return self.decode(tokens)
+        ids = tokens.reshape(tokens.shape[0], -1)
+        codes = self.quantize.get_codebook_entry(ids.reshape(-1))
+        z_quantized = rearrange(codes, "(b k) c -> b c 1 k", b=ids.shape[0])
+        return self.decode(z_quantized.to(self.decoder.decoder_embed.weight.dtype))
+
+    def forward(self, pixels: torch.Tensor):
+        z_quantized, result = self.encode(pixels)
+        return self.decode(z_quantized), result
+
+    # ------------------------------------------------------------ friendly API
+    def check_images(self, images: torch.Tensor) -> None:
+        size = self.config.crop_size
+        if not torch.is_tensor(images) or images.dim() != 4 or images.shape[1] != 3:
+            shape = tuple(images.shape) if torch.is_tensor(images) else type(images).__name__
+            raise TokenizerError(f"expected images of shape (B, 3, {size}, {size}), got {shape}")
+        if images.shape[-2:] != (size, size):
+            raise TokenizerError(
+                f"this tokenizer reads {size}x{size} images, got {images.shape[-2]}x{images.shape[-1]}; "
+                "resize and center-crop first (onetok.data.images.load_image does)"
+            )
+
+    def check_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+        k = self.config.num_latent_tokens
+        if self.config.is_vae:
+            if tokens.dim() == 3:  # (B, K, C) posterior means from tokenize()
+                tokens = rearrange(tokens, "b k c -> b c 1 k")
+            if tokens.dim() != 4 or tokens.shape[1:] != (self.config.token_size, 1, k):
+                raise TokenizerError(f"expected VAE tokens (B, {k}, {self.config.token_size}), got {tuple(tokens.shape)}")
+            return tokens.float()
+        if tokens.is_floating_point() or tokens.dim() not in (2, 3):
+            raise TokenizerError(f"expected integer token ids of shape (B, {k}), got {tuple(tokens.shape)} {tokens.dtype}")
+        ids = tokens.reshape(tokens.shape[0], -1)
+        if ids.shape[1] != k:
+            raise TokenizerError(f"this tokenizer uses {k} tokens per image, got {ids.shape[1]}")
+        lo, hi = int(ids.min()), int(ids.max())
+        if lo < 0 or hi >= self.config.codebook_size:
+            raise TokenizerError(f"token ids must lie in [0, {self.config.codebook_size - 1}], got values in [{lo}, {hi}]")
+        return ids.long()
+
+    @torch.no_grad()
+    def tokenize(self, images: torch.Tensor) -> torch.Tensor:
+        """Images (B, 3, H, W) in [0, 1] -> ids (B, K); VAE: posterior means (B, K, C)."""
+        self.check_images(images)
+        z = self.encoder(images.to(self.latent_tokens.dtype), self.latent_tokens)
+        if self.config.is_vae:
+            return rearrange(DiagonalGaussianPosterior(z).mode(), "b c 1 k -> b k c")
+        return self.quantize(z)[1]["min_encoding_indices"].reshape(images.shape[0], -1)
+
+    @torch.no_grad()
+    def detokenize(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Ids (B, K) (or VAE latents) -> images (B, 3, H, W) clamped to [0, 1]."""
+        if not self.config.finetune_decoder and self.config.is_legacy:
+            raise TokenizerError(
+                "a stage-1 model predicts proxy codes, not pixels: decode its logits with a MaskGIT-VQGAN"
+            )
+        return self.decode_tokens(self.check_tokens(tokens)).float().clamp(0.0, 1.0)
