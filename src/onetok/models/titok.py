@@ -25,8 +25,10 @@ def _embedding(*shape: int, width: int) -> nn.Parameter:
 
 
 class _ViTStack(nn.Module):
-    def __init__(self, width: int, depth: int, heads: int):
-        super().__init__()
+    """ln_pre -> blocks (ln_post is applied by the caller to the positions it keeps)."""
+
+    def _build_stack(self, width: int, depth: int, heads: int) -> None:
+        # called mid-__init__ so parameters register in the released checkpoints' order
         self.ln_pre = nn.LayerNorm(width)
         self.transformer = nn.ModuleList(ResidualAttentionBlock(width, heads) for _ in range(depth))
         self.ln_post = nn.LayerNorm(width)
@@ -40,15 +42,16 @@ class _ViTStack(nn.Module):
 
 class TiTokEncoder(_ViTStack):
     def __init__(self, cfg: TiTokConfig):
+        super().__init__()
         width, depth, heads = VIT_SIZES[cfg.vit_enc_model_size]
-        super().__init__(width, depth, heads)
         self.is_legacy = cfg.is_legacy
         grid = cfg.crop_size // cfg.vit_enc_patch_size
         out_channels = cfg.token_size * (2 if cfg.is_vae else 1)
-        self.patch_embed = nn.Conv2d(3, width, cfg.vit_enc_patch_size, stride=cfg.vit_enc_patch_size)
         self.class_embedding = _embedding(1, width, width=width)
         self.positional_embedding = _embedding(grid * grid + 1, width, width=width)
         self.latent_token_positional_embedding = _embedding(cfg.num_latent_tokens, width, width=width)
+        self.patch_embed = nn.Conv2d(3, width, cfg.vit_enc_patch_size, stride=cfg.vit_enc_patch_size)
+        self._build_stack(width, depth, heads)
         self.conv_out = nn.Conv2d(width, out_channels, 1)
 
     def forward(self, pixels: torch.Tensor, latent_tokens: torch.Tensor) -> torch.Tensor:
@@ -71,16 +74,17 @@ class TiTokEncoder(_ViTStack):
 
 class TiTokDecoder(_ViTStack):
     def __init__(self, cfg: TiTokConfig):
+        super().__init__()
         width, depth, heads = VIT_SIZES[cfg.vit_dec_model_size]
-        super().__init__(width, depth, heads)
         self.is_legacy = cfg.is_legacy
         self.grid = cfg.crop_size // cfg.vit_dec_patch_size
         patch = cfg.vit_dec_patch_size
-        self.decoder_embed = nn.Linear(cfg.token_size, width)
         self.class_embedding = _embedding(1, width, width=width)
         self.positional_embedding = _embedding(self.grid**2 + 1, width, width=width)
         self.mask_token = _embedding(1, 1, width, width=width)
         self.latent_token_positional_embedding = _embedding(cfg.num_latent_tokens, width, width=width)
+        self.decoder_embed = nn.Linear(cfg.token_size, width)
+        self._build_stack(width, depth, heads)
         if self.is_legacy:
             # logits over the MaskGIT-VQGAN codes at every grid position
             self.ffn = nn.Sequential(

@@ -35,11 +35,11 @@ class UViTMlp(nn.Module):
 class UViTBlock(nn.Module):
     def __init__(self, width: int, heads: int, hidden: int, skip: bool = False):
         super().__init__()
-        self.skip_linear = nn.Linear(2 * width, width) if skip else None
         self.norm1 = nn.LayerNorm(width)
         self.attn = UViTAttention(width, heads)
         self.norm2 = nn.LayerNorm(width)
         self.mlp = UViTMlp(width, hidden)
+        self.skip_linear = nn.Linear(2 * width, width) if skip else None
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor | None = None) -> torch.Tensor:
         if self.skip_linear is not None:

@@ -1,0 +1,110 @@
+"""Checkpoint layout: released manifests, save/load round trips, clear load errors."""
+import json
+
+import pytest
+import torch
+
+from onetok import MaskGIT, MaskGITVQGAN, TiTok, TiTokConfig
+from onetok.config import GeneratorConfig, preset
+from onetok.hub import CheckpointError
+
+TOKENIZER_MANIFESTS = [
+    "tokenizer_titok_l32", "tokenizer_titok_b64", "tokenizer_titok_s128", "tokenizer_titok_bl64_vq8k",
+    "tokenizer_titok_bl128_vq8k", "tokenizer_titok_sl256_vq8k", "tokenizer_titok_ll32_vae_c16",
+    "tokenizer_titok_bl64_vae_c16", "tokenizer_titok_bl128_vae_c16",
+]
+GENERATOR_MANIFESTS = ["generator_titok_l32", "generator_titok_b64", "generator_titok_s128"]
+
+
+def _manifest(golden_dir, name):
+    return json.loads((golden_dir / "manifests" / f"{name}.json").read_text())
+
+
+def _assert_layout(model, manifest):
+    actual = {k: list(v.shape) for k, v in model.state_dict().items()}
+    assert list(actual) == list(manifest["state_dict"])  # same keys, same order
+    assert actual == manifest["state_dict"]
+    assert sum(p.numel() for p in model.parameters()) == manifest["num_params"]
+
+
+@pytest.mark.parametrize("name", TOKENIZER_MANIFESTS)
+def test_tokenizer_layout_matches_release(golden_dir, name):
+    manifest = _manifest(golden_dir, name)
+    with torch.device("meta"):
+        model = TiTok.from_config(manifest["config"])
+    _assert_layout(model, manifest)
+    # the named preset describes the same model
+    assert TiTokConfig.from_dict(preset(name.removeprefix("tokenizer_"))) == model.config
+
+
+@pytest.mark.parametrize("name", GENERATOR_MANIFESTS)
+def test_generator_layout_matches_release(golden_dir, name):
+    manifest = _manifest(golden_dir, name)
+    with torch.device("meta"):
+        model = MaskGIT.from_config(manifest["config"])
+    _assert_layout(model, manifest)
+    assert GeneratorConfig.from_dict(preset(name)) == model.config
+
+
+def test_vqgan_layout_matches_release(golden_dir):
+    manifest = _manifest(golden_dir, "maskgit_vqgan_imagenet")
+    with torch.device("meta"):
+        model = MaskGITVQGAN(**manifest["config"])
+    _assert_layout(model, manifest)
+
+
+def test_config_json_round_trip(golden_dir):
+    tree = _manifest(golden_dir, "tokenizer_titok_l32")["config"]
+    assert TiTokConfig.from_dict(tree).to_dict() == tree
+    assert GeneratorConfig.from_dict(tree).to_dict() == tree
+
+
+def test_unresolved_interpolation_is_resolved():
+    tree = preset("generator_titok_b64")
+    tree["model"]["generator"]["image_seq_len"] = "${model.vq_model.num_latent_tokens}"
+    config = GeneratorConfig.from_dict(tree)
+    assert config.image_seq_len == 64
+    assert config.to_dict()["model"]["generator"]["image_seq_len"] == "${model.vq_model.num_latent_tokens}"
+
+
+@pytest.mark.parametrize("safe", [True, False])
+def test_save_load_round_trip_is_bit_exact(tmp_path, safe):
+    model = TiTok.from_config("titok_tiny").eval()
+    model.save_pretrained(tmp_path, safe_serialization=safe)
+    assert (tmp_path / ("model.safetensors" if safe else "pytorch_model.bin")).is_file()
+    loaded = TiTok.from_pretrained(tmp_path)
+    for (k, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items()):
+        assert torch.equal(a, b), k
+    images = torch.rand(2, 3, 64, 64)
+    assert torch.equal(model.tokenize(images), loaded.tokenize(images))
+    assert not loaded.training
+
+
+def test_generator_round_trip(tmp_path):
+    model = MaskGIT.from_config("generator_titok_tiny").eval()
+    model.save_pretrained(tmp_path)
+    loaded = MaskGIT.from_pretrained(tmp_path)
+    assert type(loaded) is type(model)
+    torch.manual_seed(1)
+    a = model.generate(torch.tensor([0, 3]), num_sample_steps=4)
+    torch.manual_seed(1)
+    assert torch.equal(a, loaded.generate(torch.tensor([0, 3]), num_sample_steps=4))
+
+
+def test_load_errors_name_the_problem(tmp_path):
+    with pytest.raises(CheckpointError, match="no config.json"):
+        TiTok.from_pretrained(tmp_path)
+    TiTok.from_config("titok_tiny").save_pretrained(tmp_path / "ok")
+    config = json.loads((tmp_path / "ok" / "config.json").read_text())
+    config["model"]["vq_model"]["num_latent_tokens"] = 16
+    (tmp_path / "ok" / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match="latent_tokens"):
+        TiTok.from_pretrained(tmp_path / "ok")
+    with pytest.raises(CheckpointError, match="no such folder"):
+        TiTok.from_pretrained(tmp_path / "missing")
+
+
+def test_hub_id_offline_says_how_to_use_a_folder(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(CheckpointError, match="local folder"):
+        TiTok.from_pretrained("titok_l32")
