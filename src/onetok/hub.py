@@ -208,3 +208,62 @@ def load_vqgan(path: str | os.PathLike | None = None):
         model = MaskGITVQGAN.from_config(config)
     load_state_strict(model, read_state_dict(path), path)
     return model.eval()
+
+
+# ---------------------------------------------------------------- shipped defaults and info
+
+ASSETS = Path(__file__).parent / "assets"
+
+
+def default_tokenizer_path() -> Path:
+    path = ASSETS / "default_tokenizer"
+    if not (path / CONFIG_NAME).is_file():
+        raise CheckpointError("no default tokenizer is shipped in this build; pass --model FOLDER")
+    return path
+
+
+def default_generator_path() -> Path:
+    path = ASSETS / "default_generator"
+    if not (path / CONFIG_NAME).is_file():
+        raise CheckpointError("no default generator is shipped in this build; pass --generator FOLDER")
+    return path
+
+
+def checkpoint_kind(folder: Path) -> str:
+    """'tokenizer' or 'generator', from the weight names (released configs carry both sections)."""
+    file = weights_file(folder)
+    if file.suffix == ".safetensors":
+        from safetensors import safe_open
+
+        with safe_open(str(file), "pt") as f:
+            keys = set(f.keys())
+    else:
+        keys = set(read_state_dict(file))
+    return "tokenizer" if "latent_tokens" in keys else "generator"
+
+
+def describe_checkpoint(path_or_id: str | os.PathLike) -> dict[str, Any]:
+    import math
+
+    from .models import MaskGIT, TiTok
+
+    folder = resolve_checkpoint(path_or_id)
+    kind = checkpoint_kind(folder)
+    model = (TiTok if kind == "tokenizer" else MaskGIT).from_pretrained(folder)
+    cfg = model.config
+    info: dict[str, Any] = {"kind": kind, "class": type(model).__name__, "parameters": f"{model.num_parameters():,}"}
+    if kind == "tokenizer":
+        info |= {"image size": cfg.crop_size, "tokens per image": cfg.num_latent_tokens,
+                 "encoder / decoder": f"{cfg.vit_enc_model_size} / {cfg.vit_dec_model_size}",
+                 "quantizer": cfg.quantize_mode}
+        if cfg.is_vae:
+            info["latent per image"] = f"{cfg.num_latent_tokens} x {cfg.token_size} floats"
+        else:
+            bits = cfg.num_latent_tokens * math.log2(cfg.codebook_size)
+            info |= {"codebook": f"{cfg.codebook_size} x {cfg.token_size}", "bits per image": f"{bits:g} ({bits / 8:g} bytes)"}
+    else:
+        info |= {"backbone": cfg.model_type, "tokens": cfg.image_seq_len, "codebook": cfg.codebook_size,
+                 "classes": cfg.condition_num_classes, "sampling steps": cfg.num_steps,
+                 "guidance": f"{cfg.guidance_scale} ({cfg.guidance_decay})"}
+    info["config"] = json.dumps(cfg.to_dict())
+    return info
