@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -10,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..evaluation.image_metrics import psnr
 from ..data.images import ImageReadError, atomic_write_bytes, load_image, make_grid, open_rgb, save_image
 from ..precision import PRECISIONS, autocast, resolve_precision
 
@@ -88,13 +88,6 @@ def batched(model_fn, inputs: torch.Tensor, batch_size: int, device: str, precis
     return torch.cat(outputs) if outputs else inputs.new_empty(0)
 
 
-def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    """PSNR of 8-bit quantised images in [0, 1]."""
-    a, b = (x.clamp(0, 1).mul(255).round() / 255 for x in (a, b))
-    mse = torch.mean((a.double() - b.double()) ** 2).item()
-    return float("inf") if mse == 0 else 10 * math.log10(1.0 / mse)
-
-
 # ---------------------------------------------------------------- commands
 
 def cmd_tokenize(args) -> int:
@@ -155,8 +148,8 @@ def cmd_reconstruct(args) -> int:
     paths, images, errors = read_images(args.images, model.config.crop_size)
     if paths:
         recon = batched(lambda x: model.detokenize(model.tokenize(x)), images, args.batch_size, args.device, precision)
-        for path, a, b in zip(paths, images, recon):
-            print(f"{path}: PSNR {psnr(a, b):.2f} dB")
+        for path, value in zip(paths, psnr(images, recon).tolist()):
+            print(f"{path}: PSNR {value:.2f} dB")
         save_image(make_grid(torch.cat([images, recon]), ncol=len(paths)), out)
         k, bits = model.config.num_latent_tokens, model.config.bits_per_token
         print(f"{k} tokens per image ({k * bits / 8:.0f} bytes); originals (top) and reconstructions (bottom) in {out}")
