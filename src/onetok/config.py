@@ -17,6 +17,7 @@ from typing import Any
 # width, depth, heads of the ViT sizes (SPEC 1.1); `tiny` is for tests.
 VIT_SIZES: dict[str, tuple[int, int, int]] = {
     "tiny": (64, 2, 4),
+    "mini": (256, 4, 8),  # ours: CPU-trainable default models
     "small": (512, 8, 8),
     "base": (768, 12, 12),
     "large": (1024, 24, 16),

@@ -48,8 +48,9 @@ def resize_center_crop(img: Image.Image, size: int) -> Image.Image:
 
 def pil_to_tensor(img: Image.Image) -> torch.Tensor:
     """HWC uint8 PIL image -> float tensor (3, H, W) in [0, 1]."""
-    array = np.asarray(img, dtype=np.uint8)
-    return torch.from_numpy(array.copy()).permute(2, 0, 1).float().div_(255.0)
+    # numpy, not torch: small torch ops start intra-op threads, which is slow on a busy CPU
+    chw = np.asarray(img, dtype=np.uint8).transpose(2, 0, 1).astype(np.float32, order="C")
+    return torch.from_numpy(chw / np.float32(255.0))
 
 
 def tensor_to_uint8(images: torch.Tensor) -> np.ndarray:
@@ -70,10 +71,17 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the usual permissions
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def save_image(image: torch.Tensor | np.ndarray | Image.Image, path: str | os.PathLike) -> None:

@@ -162,6 +162,11 @@ class MaskGITVQGAN(nn.Module):
         z_quantized, result = self.quantize(z)
         return z, z_quantized, result["min_encoding_indices"].flatten(1)
 
+    def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        """Reconstruction through the quantizer (training): (pixels, quantizer result)."""
+        z_quantized, result = self.quantize(self.encoder(pixels))
+        return self.decode(z_quantized), result
+
     @torch.no_grad()
     def encode(self, pixels: torch.Tensor) -> torch.Tensor:
         """Proxy codes: ids (B, h*w), row-major."""

@@ -1,0 +1,124 @@
+"""Which models the demo serves: the one place that loads them."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from onetok import hub
+from onetok.app.logic import AppInputError
+
+
+class ModelLoadError(AppInputError):
+    """A tokenizer or generator the app cannot serve."""
+
+
+@dataclass
+class LoadedTokenizer:
+    name: str
+    model: torch.nn.Module
+    num_tokens: int
+    codebook_size: int
+    crop_size: int
+
+    @property
+    def label(self) -> str:
+        return f"{self.num_tokens} tokens · {self.name}"
+
+
+@dataclass
+class LoadedGenerator:
+    name: str
+    model: torch.nn.Module
+    tokenizer: LoadedTokenizer  # decodes the generator's ids
+    class_names: list[str]
+    guidance_scale: float
+    temperature: float
+    num_steps: int
+    guidance_decay: str
+
+
+@dataclass
+class AppModels:
+    tokenizers: list[LoadedTokenizer]  # fewest tokens first
+    generator: LoadedGenerator | None = None
+    examples: list[Path] = field(default_factory=list)
+
+    def tokenizer(self, label: str) -> LoadedTokenizer:
+        for tokenizer in self.tokenizers:
+            if tokenizer.label == label:
+                return tokenizer
+        raise ModelLoadError(f"no tokenizer named {label!r} is loaded")
+
+
+def _name(spec: str) -> str:
+    return Path(spec).name or spec
+
+
+def wrap_tokenizer(model: torch.nn.Module, name: str) -> LoadedTokenizer:
+    config = model.config
+    if config.is_vae:
+        raise ModelLoadError(f"{name} is a continuous (VAE) tokenizer; the app shows discrete token ids")
+    return LoadedTokenizer(name, model.eval(), config.num_latent_tokens, config.codebook_size, config.crop_size)
+
+
+def class_names(tree: dict, num_classes: int) -> list[str]:
+    """Class names from a generator's config tree (model.generator or dataset), else 'class i'."""
+    for section in (tree.get("model", {}).get("generator", {}), tree.get("dataset", {})):
+        names = section.get("class_names") if isinstance(section, dict) else None
+        if isinstance(names, list) and len(names) == num_classes:
+            return [str(name) for name in names]
+    return [f"class {index}" for index in range(num_classes)]
+
+
+def wrap_generator(model: torch.nn.Module, name: str, tokenizers: list[LoadedTokenizer]) -> LoadedGenerator:
+    """Pair a generator with the first loaded tokenizer whose ids it predicts."""
+    config = model.config
+    for tokenizer in tokenizers:
+        if (tokenizer.num_tokens, tokenizer.codebook_size) == (config.image_seq_len, config.codebook_size):
+            return LoadedGenerator(
+                name,
+                model.eval(),
+                tokenizer,
+                class_names(config.to_dict(), config.condition_num_classes),
+                config.guidance_scale,
+                config.randomize_temperature,
+                config.num_steps,
+                config.guidance_decay,
+            )
+    raise ModelLoadError(
+        f"generator {name} makes {config.image_seq_len} ids from a codebook of {config.codebook_size}; "
+        "load a tokenizer with the same (--tokenizer)"
+    )
+
+
+def load_models(tokenizer_specs: list[str], generator_spec: str | None) -> AppModels:
+    """Load checkpoint folders or hub ids; with none given, the tokenizer and generator shipped with onetok."""
+    from onetok import MaskGIT, TiTok
+
+    if not tokenizer_specs:
+        tokenizer_specs = [str(shipped("tokenizer", hub.default_tokenizer_path))]
+        if generator_spec is None and hub.ASSETS.joinpath("default_generator").is_dir():
+            generator_spec = str(shipped("generator", hub.default_generator_path))
+    tokenizers = sorted(
+        (wrap_tokenizer(TiTok.from_pretrained(spec), _name(spec)) for spec in tokenizer_specs),
+        key=lambda tokenizer: tokenizer.num_tokens,
+    )
+    generator = None
+    if generator_spec:
+        generator = wrap_generator(MaskGIT.from_pretrained(generator_spec), _name(generator_spec), tokenizers)
+    return AppModels(tokenizers, generator, example_photos())
+
+
+def shipped(kind: str, locate) -> Path:
+    try:
+        return locate()
+    except ValueError:
+        raise ModelLoadError(f"no default {kind} is shipped in this build: pass --{kind} FOLDER_OR_HUB_ID") from None
+
+
+def example_photos() -> list[Path]:
+    """Example photos shipped under onetok/assets/examples, if any."""
+    folder = Path(__file__).resolve().parents[1] / "assets" / "examples"
+    return sorted(path for path in folder.glob("*") if path.suffix.lower() in {".jpg", ".jpeg", ".png", ".webp"})

@@ -1,0 +1,227 @@
+"""Feature statistics and the distribution metrics built on them: FID, KID, Inception Score."""
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy import linalg
+
+from onetok.data.images import atomic_write_bytes
+
+
+class StatisticsError(ValueError):
+    """Statistics or feature sets that cannot be compared or read."""
+
+
+@dataclass
+class FeatureStats:
+    """Mean and covariance (N-1 normalised) of a set of features, float64."""
+
+    mu: np.ndarray
+    sigma: np.ndarray
+    count: int | None = None
+
+    def save(self, path: str | os.PathLike) -> None:
+        buf = io.BytesIO()
+        extra = {} if self.count is None else {"count": np.int64(self.count)}
+        np.savez(buf, mu=self.mu, sigma=self.sigma, **extra)
+        atomic_write_bytes(path, buf.getvalue())
+
+    @classmethod
+    def from_features(cls, features: np.ndarray | torch.Tensor) -> "FeatureStats":
+        acc = RunningStats()
+        acc.update(features)
+        return acc.stats()
+
+
+class RunningStats:
+    """Accumulates sums of features and their outer products in float64, one batch at a time."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.total: np.ndarray | None = None
+        self.outer: np.ndarray | None = None
+
+    def update(self, features: np.ndarray | torch.Tensor) -> None:
+        x = _as_float64(features)
+        if self.total is None:
+            self.total = np.zeros(x.shape[1])
+            self.outer = np.zeros((x.shape[1], x.shape[1]))
+        elif x.shape[1] != self.total.shape[0]:
+            raise StatisticsError(f"features of dim {x.shape[1]} added to statistics of dim {self.total.shape[0]}")
+        self.count += x.shape[0]
+        self.total += x.sum(axis=0)
+        self.outer += x.T @ x
+
+    def stats(self) -> FeatureStats:
+        if self.count < 2:
+            raise StatisticsError(f"need at least 2 feature vectors for a covariance, got {self.count}")
+        mu = self.total / self.count
+        sigma = (self.outer - self.count * np.outer(mu, mu)) / (self.count - 1)
+        return FeatureStats(mu, sigma, self.count)
+
+
+def _as_float64(features: np.ndarray | torch.Tensor) -> np.ndarray:
+    if isinstance(features, torch.Tensor):
+        features = features.detach().cpu().double().numpy()
+    x = np.asarray(features, dtype=np.float64)
+    if x.ndim != 2:
+        raise StatisticsError(f"features must be a 2-D (N, D) array, got shape {x.shape}")
+    return x
+
+
+def frechet_distance(a: FeatureStats, b: FeatureStats, eps: float = 1e-6) -> float:
+    """||mu_a - mu_b||^2 + Tr(S_a + S_b - 2 sqrt(S_a S_b)), as pytorch-fid computes it."""
+    mu1, mu2 = np.atleast_1d(a.mu).astype(np.float64), np.atleast_1d(b.mu).astype(np.float64)
+    s1, s2 = np.atleast_2d(a.sigma).astype(np.float64), np.atleast_2d(b.sigma).astype(np.float64)
+    if mu1.shape != mu2.shape or s1.shape != s2.shape:
+        raise StatisticsError(f"statistics of different dims: {mu1.shape} vs {mu2.shape}")
+    diff = mu1 - mu2
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", linalg.LinAlgWarning)  # singular products are handled below
+        covmean = linalg.sqrtm(s1.dot(s2))
+        if not np.isfinite(covmean).all():
+            # Near-singular product: shift both covariances by eps * I.
+            offset = np.eye(s1.shape[0]) * eps
+            covmean = linalg.sqrtm((s1 + offset).dot(s2 + offset))
+    if np.iscomplexobj(covmean):
+        if not np.allclose(np.diagonal(covmean).imag, 0, atol=1e-3):
+            raise StatisticsError(f"sqrtm has a large imaginary part ({np.max(np.abs(covmean.imag)):.3g})")
+        covmean = covmean.real
+    return float(diff.dot(diff) + np.trace(s1) + np.trace(s2) - 2 * np.trace(covmean))
+
+
+def frechet_distance_to_features(ref: FeatureStats, features: np.ndarray | torch.Tensor) -> float:
+    """The same distance between statistics and a small feature set, exact and fast.
+
+    With the set's centred features B (n x d), S_b = B^T B / (n - 1), and the nonzero eigenvalues
+    of S_ref S_b are those of the n x n symmetric matrix B S_ref B^T / (n - 1): Tr sqrt(S_ref S_b)
+    needs an n x n eigendecomposition instead of a d x d matrix square root.
+    """
+    y = _as_float64(features)
+    if y.shape[1] != np.atleast_1d(ref.mu).shape[0]:
+        raise StatisticsError(f"features of dim {y.shape[1]} against statistics of dim {np.atleast_1d(ref.mu).shape[0]}")
+    if len(y) < 2:
+        raise StatisticsError(f"need at least 2 feature vectors, got {len(y)}")
+    centred, scale = y - y.mean(axis=0), len(y) - 1
+    inner = centred @ ref.sigma @ centred.T / scale
+    trace_covmean = np.sqrt(np.clip(np.linalg.eigvalsh(inner), 0, None)).sum()
+    diff = ref.mu - y.mean(axis=0)
+    return float(diff @ diff + np.trace(ref.sigma) + (centred * centred).sum() / scale - 2 * trace_covmean)
+
+
+def fid_from_features(real: FeatureStats | np.ndarray | torch.Tensor, fake: np.ndarray | torch.Tensor) -> float:
+    """FID of a feature set against statistics or another feature set. While the smaller set has
+    no more samples than feature dims (a singular covariance, where sqrtm is slow and inexact),
+    the exact low-rank form is used; otherwise sqrtm, as pytorch-fid."""
+    features = _as_float64(fake)
+    if isinstance(real, FeatureStats):
+        ref = real
+    else:
+        other = _as_float64(real)
+        if len(other) < len(features):  # FID is symmetric: keep the smaller set as features
+            other, features = features, other
+        ref = FeatureStats.from_features(other)
+    if len(features) <= features.shape[1]:
+        return frechet_distance_to_features(ref, features)
+    return frechet_distance(ref, FeatureStats.from_features(features))
+
+
+# --------------------------------------------------------------------------- reading statistics
+
+
+def open_npz(path: str | os.PathLike):
+    path = Path(path)
+    if not path.exists():
+        raise StatisticsError(f"{path}: no such file")
+    try:
+        return np.load(path)
+    except (OSError, ValueError) as err:
+        raise StatisticsError(f"{path}: not a readable .npz ({err})") from None
+
+
+def load_stats(path: str | os.PathLike, feature_fn=None) -> FeatureStats:
+    """Statistics from an `.npz`: `mu`/`sigma` (ours, pytorch-fid, the ADM reference batches), or
+    `arr_0` uint8 images (ADM batches) when feature_fn maps such images to features."""
+    with open_npz(path) as data:
+        if "mu" in data and "sigma" in data:
+            count = int(data["count"]) if "count" in data else None
+            return FeatureStats(data["mu"].astype(np.float64), data["sigma"].astype(np.float64), count)
+    if feature_fn is None:
+        raise StatisticsError(f"{path}: has no mu/sigma statistics; computing them needs an Inception network")
+    return FeatureStats.from_features(feature_fn(npz_images(path)))
+
+
+def npz_images(path: str | os.PathLike) -> np.ndarray:
+    """The `arr_0` uint8 (N, H, W, 3) images of an ADM-style sample or reference batch."""
+    with open_npz(path) as data:
+        if "arr_0" not in data:
+            raise StatisticsError(f"{path}: no arr_0 image array (keys {list(data.keys())})")
+        images = data["arr_0"]
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
+        raise StatisticsError(f"{path}: arr_0 must be uint8 (N, H, W, 3), got {images.dtype} {images.shape}")
+    return images
+
+
+# --------------------------------------------------------------------------- KID and IS
+
+
+def kernel_inception_distance(
+    real: np.ndarray | torch.Tensor,
+    fake: np.ndarray | torch.Tensor,
+    num_subsets: int = 100,
+    subset_size: int = 1000,
+    degree: int = 3,
+    coef0: float = 1.0,
+    gamma: float | None = None,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """Unbiased MMD^2 with the kernel (gamma x.y + coef0)^degree, averaged over random subsets.
+
+    Returns (mean, std). Subsets larger than either set shrink to the smaller set's size.
+    """
+    x, y = _as_float64(real), _as_float64(fake)
+    if x.shape[1] != y.shape[1]:
+        raise StatisticsError(f"KID between features of dims {x.shape[1]} and {y.shape[1]}")
+    m = min(subset_size, len(x), len(y))
+    if m < 2:
+        raise StatisticsError(f"KID needs at least 2 samples per set, got {len(x)} and {len(y)}")
+    gamma = 1.0 / x.shape[1] if gamma is None else gamma
+    rng = np.random.default_rng(seed)
+    scores = []
+    for _ in range(num_subsets):
+        xs = x[rng.choice(len(x), m, replace=False)]
+        ys = y[rng.choice(len(y), m, replace=False)]
+        scores.append(polynomial_mmd(xs, ys, degree, gamma, coef0))
+    return float(np.mean(scores)), float(np.std(scores))
+
+
+def polynomial_mmd(x: np.ndarray, y: np.ndarray, degree: int, gamma: float, coef0: float) -> float:
+    """Unbiased MMD^2 between two equal-size samples (diagonals left out of the within-set terms)."""
+    m = len(x)
+    k_xx = (gamma * x @ x.T + coef0) ** degree
+    k_yy = (gamma * y @ y.T + coef0) ** degree
+    k_xy = (gamma * x @ y.T + coef0) ** degree
+    within = (k_xx.sum() - np.trace(k_xx) + k_yy.sum() - np.trace(k_yy)) / (m * (m - 1))
+    return float(within - 2 * k_xy.mean())
+
+
+def inception_score(logits: np.ndarray | torch.Tensor, splits: int = 10) -> tuple[float, float]:
+    """exp(E_x KL(p(y|x) || p(y))) per split of consecutive samples; returns (mean, std) over splits.
+
+    splits=1 is the tokenizer reference's single-split score."""
+    z = torch.as_tensor(_as_float64(logits))
+    if splits < 1 or splits > len(z):
+        raise StatisticsError(f"splits must be in 1..{len(z)} (number of samples), got {splits}")
+    log_p = torch.log_softmax(z, dim=1)
+    scores = []
+    for part in torch.tensor_split(log_p, splits):
+        log_py = torch.logsumexp(part, dim=0) - np.log(len(part))
+        kl = (part.exp() * (part - log_py)).sum(dim=1).mean()
+        scores.append(kl.exp().item())
+    return float(np.mean(scores)), float(np.std(scores))

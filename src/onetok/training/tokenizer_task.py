@@ -1,0 +1,156 @@
+"""Tokenizer training tasks: TiTok stage 1, stage 2, single stage, and the 2D VQGAN teacher.
+
+Each task tells the Trainer what to build and how to compute one step's losses; the
+recipes' numbers live in configs/*.yaml (SPEC 4.2-4.4).
+"""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..data.images import make_grid
+from ..hub import load_vqgan, read_state_dict, weights_file
+from ..models import MaskGITVQGAN, TiTok
+from .config import TrainConfig
+from .losses import ProxyCodeLoss, ReconstructionLoss
+from .trainer import Task, TrainingError
+
+TASKS = ("titok_stage1", "titok_stage2", "titok_single_stage", "vqgan")
+
+
+def model_tree(config: TrainConfig) -> dict:
+    """The reference config tree ({model: {vq_model}, dataset: {preprocessing}}) of the run."""
+    tree = {"model": copy.deepcopy(config.model)}
+    crop = config.dataset.get("preprocessing", {}).get("crop_size", config.dataset.get("crop_size", 256))
+    tree["dataset"] = {"preprocessing": {"crop_size": crop}}
+    return tree
+
+
+class _ReconstructionTask(Task):
+    """Shared by the pixel-space tasks: reconstruction loss, optional discriminator, previews."""
+
+    def __init__(self, config: TrainConfig):
+        self.config = config
+        self.loss = ReconstructionLoss(**config.losses)
+        self.discriminator_start = self.loss.discriminator_start
+        self._reconstructions: list[torch.Tensor] = []
+
+    def loss_models(self) -> dict[str, nn.Module]:
+        # the loss module owns the discriminator; it is trained as the "discriminator" entry
+        return {"discriminator": self.loss} if self.loss.discriminator is not None else {"loss": self.loss}
+
+    def reconstruct(self, images: torch.Tensor):
+        return self.models["model"](images)
+
+    def export(self, output_dir: Path):
+        self.unwrap().save_pretrained(output_dir)
+
+    def training_step(self, batch, step):
+        images = batch["image"]
+        reconstructions, extra = self.reconstruct(images)
+        if self.loss.discriminator is not None:
+            self._reconstructions.append(reconstructions.detach())
+        loss_fn = self.unwrap("discriminator") if "discriminator" in self.models else self.models["loss"]
+        return loss_fn(images, reconstructions, extra, step=step, mode="generator")
+
+    def discriminator_step(self, batch, step):
+        reconstructions = self._reconstructions.pop(0) if self._reconstructions else None
+        if reconstructions is None or not self.loss.should_train_discriminator(step):
+            self._reconstructions.clear()
+            return None
+        return self.models["discriminator"](batch["image"], reconstructions, step=step, mode="discriminator")
+
+    @torch.no_grad()
+    def preview(self, batch, step):
+        images = batch["image"][:8]
+        reconstructions, _ = self.unwrap()(images)
+        return make_grid(torch.cat([images, reconstructions.float().clamp(0, 1)]), ncol=len(images))
+
+
+class SingleStageTask(_ReconstructionTask):
+    """TiTok whose decoder outputs pixels (vq8k / VAE recipe, and our CPU quickstart)."""
+
+    def build_models(self):
+        tree = model_tree(self.config)
+        tree["model"]["vq_model"].update(finetune_decoder=False, is_legacy=False)
+        self.titok = TiTok.from_config(tree)
+        return {"model": self.titok, **self.loss_models()}
+
+
+class Stage2Task(SingleStageTask):
+    """Decoder fine-tuning through the MaskGIT-VQGAN pixel decoder; encoder side frozen."""
+
+    def build_models(self):
+        tree = model_tree(self.config)
+        tree["model"]["vq_model"].update(finetune_decoder=True, is_legacy=True)
+        titok = TiTok.from_config(tree)
+        init = self.config.model.get("init_weight")
+        if not init:
+            raise TrainingError("stage 2 needs model.init_weight: the stage-1 checkpoint folder")
+        stage1 = read_state_dict(weights_file(Path(init)))
+        teacher = load_vqgan(self.config.model.get("teacher"))
+        state = {**stage1,
+                 **{f"pixel_decoder.{k}": v for k, v in teacher.decoder.state_dict().items()},
+                 "pixel_quantize.embedding.weight": teacher.quantize.embedding.weight}
+        missing = set(titok.state_dict()) - set(state)
+        if missing:
+            raise TrainingError(f"stage-1 + teacher weights do not cover the stage-2 model: {sorted(missing)[:3]}")
+        titok.load_state_dict({k: state[k] for k in titok.state_dict()})
+        for part in (titok.encoder, titok.quantize):
+            part.requires_grad_(False)
+        titok.latent_tokens.requires_grad_(False)
+        # frozen parameters and an input without grad: autograd records nothing for the encoder
+        return {"model": titok, **self.loss_models()}
+
+
+class Stage1Task(Task):
+    """Proxy codes: the decoder predicts a frozen MaskGIT-VQGAN's code at each grid position."""
+
+    def __init__(self, config: TrainConfig):
+        self.config = config
+        self.loss = ProxyCodeLoss(config.losses.get("quantizer_weight", 1.0))
+
+    def build_models(self):
+        tree = model_tree(self.config)
+        tree["model"]["vq_model"].update(finetune_decoder=False, is_legacy=True)
+        teacher_path = self.config.model.get("teacher")
+        return {"model": TiTok.from_config(tree), "teacher": load_vqgan(teacher_path)}
+
+    def training_step(self, batch, step):
+        images = batch["image"]
+        with torch.no_grad():
+            codes = self.models["teacher"].encode(images)
+        logits, result = self.models["model"](images)
+        return self.loss(logits, codes, result)
+
+    @torch.no_grad()
+    def preview(self, batch, step):
+        # stage-1 reconstructions: argmax proxy codes decoded by the frozen teacher (SPEC 5.3)
+        images = batch["image"][:8]
+        logits, _ = self.unwrap()(images)
+        recon = self.models["teacher"].decode_tokens(logits.argmax(dim=1).flatten(1)).clamp(0, 1)
+        return make_grid(torch.cat([images, recon]), ncol=len(images))
+
+    def export(self, output_dir: Path):
+        self.unwrap().save_pretrained(output_dir)
+
+
+class VQGANTask(_ReconstructionTask):
+    """A 2D MaskGIT-VQGAN trained here, the stage-1 teacher for users without the released file."""
+
+    def build_models(self):
+        vqgan_config = dict(self.config.model.get("vqgan", {}))
+        self.vqgan = MaskGITVQGAN.from_config(vqgan_config)
+        return {"model": self.vqgan, **self.loss_models()}
+
+
+def build_task(config: TrainConfig) -> Task:
+    tasks = {"titok_stage1": Stage1Task, "titok_stage2": Stage2Task,
+             "titok_single_stage": SingleStageTask, "vqgan": VQGANTask}
+    name = config.experiment.task
+    if name not in tasks:
+        raise TrainingError(f"experiment.task must be one of {TASKS}, got {name!r}")
+    return tasks[name](config)

@@ -1,0 +1,464 @@
+"""One training loop for every model family (TiTok stages, VQGAN, MaskGIT generator) on HF Accelerate.
+
+A model family plugs in as a `Task`: it builds its modules and computes its losses; the `Trainer`
+owns everything else (devices and processes, mixed precision, gradient accumulation and clipping,
+AdamW + warmup/cosine, EMA, data order, logs, previews, checkpoints, resume, Ctrl-C).
+
+One step = one optimizer step = `gradient_accumulation_steps` micro-batches of `batch_size` images on
+each process. The data order is a permutation keyed by (seed, epoch), so a resumed run reads the
+same batches as an uninterrupted one, and with the RNG states restored its losses are the same.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import os
+import signal
+import threading
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from accelerate.utils import DistributedDataParallelKwargs, send_to_device, set_seed
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset, IterableDataset, default_collate
+from tqdm.auto import tqdm
+
+from onetok.data.images import make_grid, save_image
+from onetok.training.checkpoint import latest_checkpoint, load_checkpoint, preserve_rng, save_checkpoint
+from onetok.training.config import TrainConfig, save_config
+from onetok.training.ema import EMA
+from onetok.training.logging import MetricLogger, log
+from onetok.training.schedule import build_optimizer, build_scheduler
+
+StepOutput = tuple[Tensor, dict[str, float]]
+
+
+class TrainingError(ValueError):
+    """A training run that cannot start as configured."""
+
+
+class Task:
+    """What a model family supplies to the Trainer. Subclass it and override the methods.
+
+    Before the first step the Trainer sets `self.models` (the dict from `build_models`, with the
+    trained entries wrapped for DDP/FSDP and everything on the right device) and `self.accelerator`.
+    Use `self.models[...]` in the steps (so gradients are synchronised) and `self.unwrap(...)` for
+    plain access (previews, export).
+    """
+
+    discriminator_start: int = 0  # first step at which discriminator_step returns a loss
+    models: dict[str, nn.Module]
+    accelerator: Accelerator
+
+    def build_models(self) -> dict[str, nn.Module]:
+        """Return "model" (trained by the main AdamW, EMA'd, exported), optionally "discriminator"
+        (its own AdamW), and any frozen helpers (teacher, perceptual net): moved to the device,
+        put in eval mode with requires_grad off, not saved in checkpoints."""
+        raise NotImplementedError
+
+    def training_step(self, batch: Any, step: int) -> StepOutput:
+        """Loss of the main model on one micro-batch, and scalars to log."""
+        raise NotImplementedError
+
+    def discriminator_step(self, batch: Any, step: int) -> StepOutput | None:
+        """Discriminator loss on the same micro-batch, or None while it is not trained."""
+        return None
+
+    def preview(self, batch: Any, step: int) -> Tensor | None:
+        """An image (3, H, W) in [0, 1] to save as PNG (e.g. inputs beside reconstructions).
+        Runs under torch.no_grad with the EMA weights swapped in."""
+        return None
+
+    def export(self, output_dir: Path) -> None:
+        """Write the final model (EMA weights swapped in) to `output_dir`; main process only."""
+
+    def stateful_objects(self) -> dict[str, Any]:
+        """Extra objects with state_dict/load_state_dict to checkpoint (e.g. LeCAM running means)."""
+        return {}
+
+    def unwrap(self, name: str = "model") -> nn.Module:
+        return self.accelerator.unwrap_model(self.models[name])
+
+
+@dataclasses.dataclass
+class TrainState:
+    """Where training is: optimizer steps done, and the data position (micro-batches read this epoch)."""
+
+    step: int = 0
+    epoch: int = 0
+    batch_in_epoch: int = 0
+
+    def state_dict(self) -> dict[str, int]:
+        return dataclasses.asdict(self)
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        for name, value in state.items():
+            setattr(self, name, int(value))
+
+
+class EpochBatchSampler:
+    """This process's batches of one epoch, from batch `start` on.
+
+    The epoch is a permutation keyed by (seed, epoch), wrapped around to fill whole global batches;
+    global batch b is split into `num_processes` slices and this process takes slice `rank`.
+    With `positions`, each key is (index, position): the sample's place in the run's whole sample
+    stream, which datasets that key their augmentation by it turn into fresh crops every epoch.
+    """
+
+    def __init__(self, num_items: int, batch_size: int, seed: int, epoch: int, rank: int = 0,
+                 num_processes: int = 1, start: int = 0, positions: bool = False):
+        generator = torch.Generator().manual_seed(_seed_of(seed, epoch))
+        order = torch.randperm(num_items, generator=generator)
+        global_batch = batch_size * num_processes
+        num_batches = math.ceil(num_items / global_batch)
+        epoch_length = num_batches * global_batch
+        order = order.repeat(math.ceil(epoch_length / num_items))[:epoch_length]
+        order = order.view(num_batches, num_processes, batch_size)[start:, rank]
+        if positions:
+            place = torch.arange(epoch * epoch_length, (epoch + 1) * epoch_length)
+            place = place.view(num_batches, num_processes, batch_size)[start:, rank]
+            order = torch.stack([order, place], dim=-1)
+        self.batches = [[tuple(key) if positions else key for key in batch] for batch in order.tolist()]
+
+    def __iter__(self) -> Iterator[list]:
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
+class Trainer:
+    """Runs a Task on a dataset as configured; `train()` until max_train_steps or Ctrl-C."""
+
+    def __init__(self, config: TrainConfig, task: Task, dataset: Dataset, *, resume: bool = False,
+                 collate_fn: Callable[[list], Any] = default_collate, accelerator: Accelerator | None = None):
+        self.config, self.task, self.dataset, self.collate_fn = config, task, dataset, collate_fn
+        self.output_dir = Path(config.experiment.output_dir)
+        train = config.training
+        self.accelerator = accelerator or _make_accelerator(config)
+        checkpoint = latest_checkpoint(self.output_dir)
+        if checkpoint is not None and not resume:
+            raise TrainingError(f"{self.output_dir} already holds {checkpoint.name}; resume it or use another output_dir")
+
+        set_seed(config.experiment.seed)  # the same on every process, so every process builds the same models
+        self._build(task.build_models())
+        set_seed(config.experiment.seed + self.accelerator.process_index)  # augmentations differ per process
+
+        self.state = TrainState()
+        for obj in self._stateful():
+            self.accelerator.register_for_checkpointing(obj)
+        self.last_saved_step = None
+        if checkpoint is not None:
+            load_checkpoint(self.accelerator, checkpoint)
+            self.last_saved_step = self.state.step
+            log.info("resumed from %s at step %d", checkpoint, self.state.step)
+        elif resume:
+            log.info("no checkpoint in %s: starting from scratch", self.output_dir)
+
+        self.logger = None
+        if self.accelerator.is_main_process:
+            save_config(config, self.output_dir / "config.yaml")
+            self.logger = MetricLogger(self.output_dir / "logs", config.experiment.log_with,
+                                       resume_step=self.last_saved_step, run_name=config.experiment.name,
+                                       config=config.to_dict())
+
+    # --- setup -----------------------------------------------------------------------------------
+
+    def _build(self, models: dict[str, nn.Module]) -> None:
+        if "model" not in models:
+            raise TrainingError(f"{type(self.task).__name__}.build_models() must return a 'model' entry")
+        acc, cfg = self.accelerator, self.config
+        total = cfg.experiment.max_train_steps
+        prepared = {}
+        for name, module in models.items():
+            if name in ("model", "discriminator"):
+                prepared[name] = acc.prepare(module)  # before the optimizer: FSDP wraps parameters first
+            else:
+                prepared[name] = module.to(acc.device).eval().requires_grad_(False)
+
+        self.optimizer = acc.prepare(build_optimizer(acc.unwrap_model(prepared["model"]), cfg.optimizer))
+        self.scheduler = build_scheduler(self.optimizer, cfg.lr_scheduler.warmup_steps, total, cfg.lr_scheduler.end_lr)
+        self.d_optimizer = self.d_scheduler = None
+        if "discriminator" in prepared:
+            d_lr = cfg.optimizer.discriminator_lr or cfg.optimizer.lr
+            d_model = acc.unwrap_model(prepared["discriminator"])
+            self.d_optimizer = acc.prepare(build_optimizer(d_model, cfg.optimizer, lr=d_lr))
+            d_total = max(1, total - self.task.discriminator_start)  # D's schedule starts when D does
+            self.d_scheduler = build_scheduler(self.d_optimizer, cfg.lr_scheduler.warmup_steps, d_total,
+                                               cfg.lr_scheduler.end_lr)
+        self.ema = EMA(acc.unwrap_model(prepared["model"]), cfg.training.ema_decay) if cfg.training.use_ema else None
+        self.models = prepared
+        self.task.models, self.task.accelerator = prepared, acc
+
+    def _stateful(self) -> list[Any]:
+        """Objects checkpointed besides models/optimizers; the order is part of the checkpoint format."""
+        objects = [self.scheduler, self.d_scheduler, self.ema]
+        objects += [obj for _, obj in sorted(self.task.stateful_objects().items())]
+        if hasattr(self.dataset, "state_dict") and isinstance(self.dataset, IterableDataset):
+            objects.append(self.dataset)
+        return [self.state] + [obj for obj in objects if obj is not None]
+
+    # --- data ------------------------------------------------------------------------------------
+
+    def _batches(self) -> Iterator[Any]:
+        """Endless stream of micro-batches on the device, advancing `self.state`'s data position."""
+        while True:
+            for batch in self._epoch_loader():
+                self.state.batch_in_epoch += 1
+                yield send_to_device(batch, self.accelerator.device)
+            self.state.epoch += 1
+            self.state.batch_in_epoch = 0
+
+    def _epoch_loader(self) -> DataLoader:
+        acc, train, seed = self.accelerator, self.config.training, self.config.experiment.seed
+        # its own generator: creating the loader must not draw from the global RNG (exact resume)
+        generator = torch.Generator().manual_seed(
+            _seed_of(seed, self.state.epoch, acc.process_index, self.state.batch_in_epoch))
+        common = dict(num_workers=train.num_workers, collate_fn=self.collate_fn, generator=generator,
+                      pin_memory=acc.device.type == "cuda")
+        if isinstance(self.dataset, IterableDataset):  # streams shard themselves across processes
+            return DataLoader(self.dataset, batch_size=train.batch_size, **common)
+        sampler = EpochBatchSampler(len(self.dataset), train.batch_size, seed, self.state.epoch,
+                                    acc.process_index, acc.num_processes, start=self.state.batch_in_epoch,
+                                    positions=getattr(self.dataset, "accepts_position_keys", False))
+        return DataLoader(self.dataset, batch_sampler=sampler, **common)
+
+    def _preview_batch(self, size: int = 8) -> Any:
+        with preserve_rng():
+            if isinstance(self.dataset, IterableDataset):
+                batch = next(iter(DataLoader(self.dataset, batch_size=size, collate_fn=self.collate_fn)))
+            else:
+                batch = self.collate_fn([self.dataset[i] for i in range(min(size, len(self.dataset)))])
+        return send_to_device(batch, self.accelerator.device)
+
+    # --- the loop --------------------------------------------------------------------------------
+
+    def train(self) -> bool:
+        """Train to max_train_steps; returns False if stopped early by Ctrl-C / SIGTERM (after saving)."""
+        exp, acc = self.config.experiment, self.accelerator
+        batches, preview_batch = self._batches(), self._preview_batch()
+        meter = _Meter()
+        bar = tqdm(total=exp.max_train_steps, initial=self.state.step, disable=not acc.is_main_process,
+                   dynamic_ncols=True)
+        with _StopSignal() as stop:
+            while self.state.step < exp.max_train_steps and not self._stop_agreed(stop):
+                start = time.perf_counter()
+                micro_batches = [next(batches) for _ in range(self.config.training.gradient_accumulation_steps)]
+                scalars = self._optimize(micro_batches)
+                self.state.step += 1
+                meter.add(scalars, time.perf_counter() - start, self._images_per_step())
+                bar.update(1)
+                if self.state.step % exp.log_every == 0:
+                    bar.set_postfix(self._log(meter), refresh=False)
+                if self.state.step % exp.save_every == 0:
+                    self.save()
+                if self.state.step % exp.preview_every == 0:
+                    self.write_preview(preview_batch)
+        bar.close()
+        finished = self.state.step >= exp.max_train_steps
+        if self.last_saved_step != self.state.step:
+            self.save()
+        if finished:
+            self.export()
+        if self.logger is not None:
+            self.logger.close()
+        return finished
+
+    def _optimize(self, micro_batches: list[Any]) -> dict[str, float]:
+        scalars = _Mean()
+        model = self.models["model"]
+        for i, batch in enumerate(micro_batches):
+            out = self._backward(model, self.task.training_step, batch, i, len(micro_batches))
+            scalars.add({"loss": out[0], **out[1]})
+        scalars.add(self._step(model, self.optimizer, self.scheduler, prefix=""))
+
+        if self.d_optimizer is not None:
+            discriminator = self.models["discriminator"]
+            self.d_optimizer.zero_grad(set_to_none=True)  # drop what the main loss's backward put there
+            trained = False
+            for i, batch in enumerate(micro_batches):
+                out = self._backward(discriminator, self.task.discriminator_step, batch, i, len(micro_batches))
+                if out is None:
+                    break
+                scalars.add({"d_loss": out[0], **out[1]})
+                trained = True
+            if trained:
+                scalars.add(self._step(discriminator, self.d_optimizer, self.d_scheduler, prefix="d_"))
+            self.d_optimizer.zero_grad(set_to_none=True)
+
+        if self.ema is not None:
+            self.ema.update(self.accelerator.unwrap_model(model))
+        return scalars.means()
+
+    def _backward(self, model: nn.Module, loss_fn: Callable[[Any, int], StepOutput | None], batch: Any,
+                  index: int, count: int) -> tuple[float, dict[str, float]] | None:
+        """Forward under autocast and backward of one micro-batch; gradients sync on the last one only."""
+        last = index == count - 1
+        with contextlib.nullcontext() if last else self.accelerator.no_sync(model):
+            with self.accelerator.autocast():
+                out = loss_fn(batch, self.state.step)
+            if out is None:
+                return None
+            loss, logs = out
+            self.accelerator.backward(loss / count)
+        return loss.item(), logs
+
+    def _step(self, model: nn.Module, optimizer, scheduler, prefix: str) -> dict[str, float]:
+        out = {f"{prefix}lr": scheduler.get_last_lr()[0]}
+        max_norm = self.config.training.max_grad_norm
+        if max_norm:
+            out[f"{prefix}grad_norm"] = float(self.accelerator.clip_grad_norm_(model.parameters(), max_norm))
+        optimizer.step()
+        if not self.accelerator.optimizer_step_was_skipped:  # fp16 overflow: keep the schedule in step
+            scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        return out
+
+    def _images_per_step(self) -> int:
+        train = self.config.training
+        return train.batch_size * train.gradient_accumulation_steps * self.accelerator.num_processes
+
+    def _stop_agreed(self, stop: _StopSignal) -> bool:
+        """Every process stops at the same step, whichever got the signal."""
+        if self.accelerator.num_processes == 1:
+            return stop.requested
+        flag = torch.tensor(float(stop.requested), device=self.accelerator.device)
+        return bool(self.accelerator.reduce(flag, reduction="sum").item() > 0)
+
+    # --- outputs ---------------------------------------------------------------------------------
+
+    def _log(self, meter: _Meter) -> dict[str, str]:
+        scalars = meter.pop()
+        names = sorted(scalars)
+        values = torch.tensor([scalars[n] for n in names], device=self.accelerator.device, dtype=torch.float64)
+        values = self.accelerator.reduce(values, reduction="mean").tolist()  # a collective: all processes
+        scalars = dict(zip(names, values)) | {"epoch": self.state.epoch}
+        if self.logger is not None:
+            self.logger.log(self.state.step, scalars)
+        return {"loss": f"{scalars['loss']:.4f}", "img/s": f"{scalars['images_per_s']:.1f}"}
+
+    def save(self) -> Path:
+        with preserve_rng():
+            unwrapped = {name: self.accelerator.unwrap_model(self.models[name])
+                         for name in ("model", "discriminator") if name in self.models}
+            path = save_checkpoint(self.accelerator, self.output_dir, self.state.step, unwrapped,
+                                   keep_last=self.config.experiment.keep_last)
+        self.last_saved_step = self.state.step
+        return path
+
+    def write_preview(self, batch: Any) -> Path | None:
+        """Ask the task for a preview image (EMA weights, eval mode) and save it as PNG."""
+        path = self.output_dir / "previews" / f"step-{self.state.step:08d}.png"
+        with preserve_rng(), torch.no_grad(), self._ema_weights(), _eval_mode(self.models.values()):
+            image = self.task.preview(batch, self.state.step)
+        if image is None or not self.accelerator.is_main_process:
+            return None
+        save_image(image if image.ndim == 3 else make_grid(image), path)
+        return path
+
+    def export(self) -> None:
+        with self._ema_weights():
+            if self.accelerator.is_main_process:
+                self.task.export(self.output_dir / "final")
+        self.accelerator.wait_for_everyone()
+
+    def _ema_weights(self) -> contextlib.AbstractContextManager:
+        if self.ema is None:
+            return contextlib.nullcontext()
+        return self.ema.swap_in(self.accelerator.unwrap_model(self.models["model"]))
+
+
+def _make_accelerator(config: TrainConfig) -> Accelerator:
+    train = config.training
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    # without CUDA, processes started by `accelerate launch --multi_gpu` / torchrun talk over gloo on CPU
+    accelerator = Accelerator(
+        cpu=launched > 1 and not torch.cuda.is_available(),
+        mixed_precision=train.mixed_precision,
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=train.find_unused_parameters)],
+    )
+    if launched > 1 and accelerator.num_processes == 1:
+        raise TrainingError(f"{launched} processes were launched but accelerate joined {accelerator.num_processes}")
+    return accelerator
+
+
+class _Mean:
+    """Mean of each named scalar over the values added."""
+
+    def __init__(self):
+        self.sums: dict[str, float] = defaultdict(float)
+        self.counts: dict[str, int] = defaultdict(int)
+
+    def add(self, scalars: dict[str, float]) -> None:
+        for name, value in scalars.items():
+            self.sums[name] += float(value)
+            self.counts[name] += 1
+
+    def means(self) -> dict[str, float]:
+        return {name: self.sums[name] / self.counts[name] for name in self.sums}
+
+
+class _Meter:
+    """Scalars and throughput accumulated between two log lines."""
+
+    def __init__(self):
+        self.scalars, self.seconds, self.images = _Mean(), 0.0, 0
+
+    def add(self, scalars: dict[str, float], seconds: float, images: int) -> None:
+        self.scalars.add(scalars)
+        self.seconds += seconds
+        self.images += images
+
+    def pop(self) -> dict[str, float]:
+        out = self.scalars.means() | {"images_per_s": self.images / max(self.seconds, 1e-9)}
+        self.__init__()
+        return out
+
+
+class _StopSignal:
+    """First Ctrl-C / SIGTERM: finish the current step, save, stop. Second Ctrl-C: abort at once."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> _StopSignal:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = True
+        log.warning("%s: saving a checkpoint after this step, then stopping (Ctrl-C again aborts)",
+                    signal.Signals(signum).name)
+
+
+@contextlib.contextmanager
+def _eval_mode(modules: Iterator[nn.Module]) -> Iterator[None]:
+    modules = list(modules)
+    modes = [m.training for m in modules]
+    for module in modules:
+        module.eval()
+    try:
+        yield
+    finally:
+        for module, mode in zip(modules, modes):
+            module.train(mode)
+
+
+def _seed_of(*keys: int) -> int:
+    """A 63-bit seed from several integers (e.g. seed, epoch)."""
+    return int(np.random.SeedSequence(list(keys)).generate_state(2, dtype=np.uint64)[0] >> np.uint64(1))

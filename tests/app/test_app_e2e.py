@@ -1,0 +1,195 @@
+"""The web demo in a real headless Chromium: upload a photo, edit a token, survive a bad upload, generate.
+
+Needs Debian's chromium and chromium-driver (`.ci/install_browser.sh`) and selenium; skipped where
+they are absent, failed under CI=true. Screenshots go to outputs/app/; the README's copy,
+docs/app_screenshot.png, is written when absent or when ONETOK_UPDATE_SCREENSHOT=1.
+"""
+import os
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from onetok.app import logic
+from onetok.data.images import atomic_write_bytes
+
+from ..conftest import REPO
+from .conftest import free_port, need, need_module
+
+CHROMIUM_FLAGS = (
+    "--headless --no-sandbox --disable-gpu --disable-quic --no-first-run --disable-background-networking "
+    "--disable-component-update --disable-sync --disable-dev-shm-usage --window-size=1280,1000"
+).split()
+SCREENSHOTS = REPO / "outputs" / "app"
+README_SCREENSHOT = REPO / "docs" / "app_screenshot.png"
+WAIT_S = 40
+
+
+def wait_until_serving(url: str, process: subprocess.Popen, log: Path) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"the app exited with {process.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+    pytest.fail(f"the app did not answer at {url} within 60 s:\n{log.read_text()[-3000:]}")
+
+
+@pytest.fixture(scope="module")
+def browser_tools():
+    need(shutil.which("chromium") is not None and shutil.which("chromedriver") is not None, "Debian's chromium + chromium-driver")
+    need_module("selenium")
+    need_module("gradio")
+
+
+@pytest.fixture(scope="module")
+def app_url(browser_tools, checkpoint_folders, tmp_path_factory):
+    port = free_port()
+    log = tmp_path_factory.mktemp("app_log") / "app.log"
+    command = [
+        sys.executable, "-m", "onetok.cli.app", "--port", str(port), "--generator", checkpoint_folders["generator"],
+        "--tokenizer", checkpoint_folders["tokenizer_16"], "--tokenizer", checkpoint_folders["tokenizer_32"],
+    ]
+    with open(log, "wb") as sink:
+        process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        wait_until_serving(url, process, log)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+@pytest.fixture(scope="module")
+def browser(app_url, tmp_path_factory):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = shutil.which("chromium")
+    for flag in CHROMIUM_FLAGS + [f"--user-data-dir={tmp_path_factory.mktemp('chromium_profile')}"]:
+        options.add_argument(flag)
+    driver = webdriver.Chrome(options=options, service=Service(shutil.which("chromedriver")))
+    driver.get(app_url)
+    yield driver
+    driver.quit()
+
+
+class Page:
+    """Small helpers over the selenium driver, by the elem_ids the app sets."""
+
+    def __init__(self, driver):
+        from selenium.webdriver.common.by import By
+
+        self.driver, self.by = driver, By
+
+    def find(self, css: str):
+        return self.driver.find_element(self.by.CSS_SELECTOR, css)
+
+    def find_all(self, css: str):
+        return self.driver.find_elements(self.by.CSS_SELECTOR, css)
+
+    def wait(self, condition, what: str):
+        from selenium.webdriver.support.ui import WebDriverWait
+
+        return WebDriverWait(self.driver, WAIT_S, poll_frequency=0.2).until(
+            lambda _: condition(), message=f"timed out waiting for {what}"
+        )
+
+    def image_shown(self, elem_id: str) -> bool:
+        script = "const img = document.querySelector(arguments[0]); return !!img && img.complete && img.naturalWidth > 0;"
+        return self.driver.execute_script(script, f"#{elem_id} img")
+
+    def text(self, elem_id: str) -> str:
+        return self.find(f"#{elem_id}").text
+
+    def cells(self) -> list[str]:
+        return [cell.text for cell in self.find_all("#token-grid [role=gridcell]")]
+
+    def upload(self, path: Path) -> None:
+        if not self.find_all("#upload input[type=file]"):
+            self.find("#upload button[aria-label=Clear]").click()
+        self.wait(lambda: self.find_all("#upload input[type=file]"), "the file input")
+        self.find("#upload input[type=file]").send_keys(str(path))
+
+    def screenshot(self, name: str) -> Path:
+        """The whole page: the window is stretched to the document's height first."""
+        height = self.driver.execute_script("return document.documentElement.scrollHeight")
+        self.driver.set_window_size(1280, min(height + 40, 4000))
+        self.driver.execute_script("window.scrollTo(0, 0)")
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        path = SCREENSHOTS / name
+        atomic_write_bytes(path, self.driver.get_screenshot_as_png())
+        self.driver.set_window_size(1280, 1000)
+        return path
+
+
+def test_app_in_a_browser(browser, sample_photos, tmp_path):
+    page = Page(browser)
+    photo = tmp_path / "chelsea.jpg"
+    Image.fromarray(sample_photos[1]).save(photo, quality=92)
+
+    # reconstruct: a real photo in, the crop, the reconstruction and the 16 ids of the first tokenizer out
+    page.wait(lambda: page.find_all("#upload input[type=file]"), "the page to load")
+    page.upload(photo)
+    page.wait(lambda: page.image_shown("recon-image") and len(page.cells()) == 16, "the reconstruction and token grid")
+    assert page.image_shown("input-image")
+    assert all(0 <= int(value) < 256 for value in page.cells())
+    assert "PSNR" in page.text("recon-stats") and "16 bytes per image" in page.text("recon-stats")
+    assert len(page.find_all("#comparison img")) == 3  # the input and both tokenizers side by side
+
+    # switch to the 32-token tokenizer: the grid grows
+    page.find("#tokenizer-choice input[value='32 tokens · titok_tiny_32']").click()
+    page.wait(lambda: len(page.cells()) == 32, "the 32-token grid")
+
+    # click a token, give it a new id, see the edited image
+    old = page.cells()[3]
+    page.find("#token-grid [data-testid='cell-0-3']").click()
+    page.wait(lambda: page.find("#edit-position input").get_attribute("value") == "3", "the clicked position")
+    assert page.find("#edit-id input").get_attribute("value") == old
+    new = str((int(old) + 1) % 256)
+    page.find("#edit-id input").clear()
+    page.find("#edit-id input").send_keys(new)
+    page.find("#replace-button").click()
+    page.wait(lambda: f"Token 3 set to {new}." in page.text("edit-note"), "the edit note")
+    page.wait(lambda: page.image_shown("edited-image") and page.cells()[3] == new, "the edited image and grid")
+    shot = page.screenshot("reconstruct.png")
+
+    # a non-image upload: a readable message in the page, and the server keeps serving
+    bad = tmp_path / "notes.png"
+    bad.write_bytes(b"these bytes are not a picture\n" * 40)
+    page.upload(bad)
+    page.wait(lambda: "not an image this app can read" in page.text("recon-stats"), "the bad-upload message")
+    page.screenshot("bad_upload.png")
+
+    # a file over the stated size limit is refused at upload, with the limit in the message
+    big = tmp_path / "huge.jpg"
+    big.write_bytes(b"\xff" * (logic.MAX_UPLOAD_MB * 2**20 + 1))
+    page.upload(big)
+    body = lambda: page.find("body").text  # noqa: E731
+    page.wait(lambda: f"exceed the maximum allowed size of {logic.MAX_UPLOAD_MB}" in body(), "the size-limit message")
+
+    # generate
+    next(tab for tab in page.find_all("button[role=tab]") if tab.text == "Generate").click()
+    page.wait(lambda: page.find("#generate-button").is_displayed(), "the Generate tab")
+    page.find("#generate-button").click()
+    page.wait(lambda: "images of" in page.text("generate-stats"), "the generation to finish")
+    assert page.image_shown("generated-image")
+    assert page.text("generate-stats").startswith("4 images of thing 0 in ")
+    page.screenshot("generate.png")
+
+    if not README_SCREENSHOT.exists() or os.environ.get("ONETOK_UPDATE_SCREENSHOT") == "1":
+        atomic_write_bytes(README_SCREENSHOT, shot.read_bytes())

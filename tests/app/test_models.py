@@ -1,0 +1,65 @@
+"""Loading the models the app serves from checkpoint folders."""
+import shutil
+
+import pytest
+
+import onetok
+from onetok.app.models import ModelLoadError, class_names, load_models, wrap_generator, wrap_tokenizer
+
+from .conftest import tiny_tree
+
+
+def test_load_models_from_folders(checkpoint_folders):
+    models = load_models(
+        [checkpoint_folders["tokenizer_32"], checkpoint_folders["tokenizer_16"]], checkpoint_folders["generator"]
+    )
+    assert [t.num_tokens for t in models.tokenizers] == [16, 32]  # fewest tokens first
+    assert [t.label for t in models.tokenizers] == ["16 tokens · titok_tiny_16", "32 tokens · titok_tiny_32"]
+    assert models.tokenizer("32 tokens · titok_tiny_32").crop_size == 64
+    generator = models.generator
+    assert generator.tokenizer is models.tokenizers[1]  # the one whose ids it predicts
+    assert generator.class_names[:2] == ["thing 0", "thing 1"] and len(generator.class_names) == 10
+    assert not generator.model.training and not models.tokenizers[0].model.training
+    with pytest.raises(ModelLoadError, match="no tokenizer named"):
+        models.tokenizer("64 tokens")
+
+
+def test_generator_needs_a_matching_tokenizer(checkpoint_folders):
+    with pytest.raises(ModelLoadError, match="makes 32 ids from a codebook of 256"):
+        load_models([checkpoint_folders["tokenizer_16"]], checkpoint_folders["generator"])
+
+
+def test_bad_specs_give_one_line_errors(tmp_path):
+    with pytest.raises(ValueError, match="no such folder, preset or hub id"):
+        load_models(["not/a/real/../path"], None)
+    with pytest.raises(ValueError, match="no config.json"):
+        load_models([str(tmp_path)], None)
+
+
+def test_continuous_tokenizers_are_refused():
+    tree = tiny_tree(32)
+    tree["model"]["vq_model"].update(quantize_mode="vae", finetune_decoder=False)
+    with pytest.raises(ModelLoadError, match="VAE"):
+        wrap_tokenizer(onetok.TiTok.from_config(tree), "vae")
+
+
+def test_class_names_fall_back_to_numbers():
+    assert class_names({}, 3) == ["class 0", "class 1", "class 2"]
+    assert class_names({"dataset": {"class_names": ["cat", "dog"]}}, 2) == ["cat", "dog"]
+    assert class_names({"dataset": {"class_names": ["cat"]}}, 2) == ["class 0", "class 1"]  # wrong length
+    generator = onetok.MaskGIT.from_config(tiny_tree(32))
+    loaded = wrap_generator(generator, "g", [wrap_tokenizer(onetok.TiTok.from_config(tiny_tree(32)), "t")])
+    assert loaded.class_names[-1] == "class 9" and loaded.guidance_decay == "linear"
+
+
+def test_defaults_are_the_shipped_models(checkpoint_folders, monkeypatch, tmp_path):
+    from onetok import hub
+
+    monkeypatch.setattr(hub, "ASSETS", tmp_path)
+    with pytest.raises(ModelLoadError, match="no default tokenizer is shipped in this build: pass --tokenizer"):
+        load_models([], None)
+    shutil.copytree(checkpoint_folders["tokenizer_32"], tmp_path / "default_tokenizer")
+    assert load_models([], None).generator is None  # no generator shipped: no Generate tab
+    shutil.copytree(checkpoint_folders["generator"], tmp_path / "default_generator")
+    models = load_models([], None)
+    assert [t.name for t in models.tokenizers] == ["default_tokenizer"] and models.generator.name == "default_generator"
