@@ -24,6 +24,15 @@ test: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python -m onetok.cli.demo $(if $(IMAGES),--images $(IMAGES),)
 
+# Reproduce the shipped default tokenizer from nothing (photos install offline from Debian).
+VAL := $(HOME)/.cache/onetok/datasets/debian-photos/val-128.npy
+default-model: $(STAMP)
+	$(BIN)/onetok datasets fetch debian-photos --predecode 128 --predecode 256
+	rm -rf outputs/default_tokenizer
+	$(BIN)/onetok train tokenizer configs/default_tokenizer.yaml
+	$(BIN)/python -m onetok.cli.model_card tokenizer outputs/default_tokenizer --val $(VAL) \
+		--dest src/onetok/assets/default_tokenizer
+
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_inference.py
 

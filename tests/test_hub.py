@@ -108,3 +108,12 @@ def test_hub_id_offline_says_how_to_use_a_folder(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(CheckpointError, match="local folder"):
         TiTok.from_pretrained("titok_l32")
+
+
+def test_half_precision_checkpoint_loads_as_float32(tmp_path):
+    model = TiTok.from_config("titok_tiny").eval()
+    model.save_pretrained(tmp_path, dtype=torch.float16)
+    loaded = TiTok.from_pretrained(tmp_path)
+    assert all(p.dtype == torch.float32 for p in loaded.parameters())
+    for (k, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items()):
+        assert torch.equal(a.half().float(), b), k

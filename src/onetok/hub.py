@@ -106,16 +106,21 @@ def load_state_strict(model: torch.nn.Module, state: dict[str, torch.Tensor], so
                 more = f" (+{len(items) - 3} more)" if len(items) > 3 else ""
                 parts.append(f"{label}: {', '.join(items[:3])}{more}")
         raise CheckpointError(f"{source} does not match its config: " + "; ".join(parts))
-    model.load_state_dict(state, strict=True, assign=True)
+    # weights stored in half precision (the shipped defaults) load into the model's float32
+    dtypes = {k: v.dtype for k, v in model.state_dict().items()}
+    model.load_state_dict({k: v.to(dtypes[k]) for k, v in state.items()}, strict=True, assign=True)
 
 
 # ---------------------------------------------------------------- writing
 
-def write_checkpoint(model: torch.nn.Module, config_tree: dict, folder: str | os.PathLike, safe_serialization: bool = True) -> Path:
-    """config.json + weights, each written atomically."""
+def write_checkpoint(model: torch.nn.Module, config_tree: dict, folder: str | os.PathLike,
+                     safe_serialization: bool = True, dtype: torch.dtype | None = None) -> Path:
+    """config.json + weights, each written atomically; `dtype` (e.g. float16) halves the file."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    if dtype is not None:
+        state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
     if safe_serialization:
         from safetensors.torch import save
 
@@ -176,8 +181,9 @@ class HubMixin:
         load_state_strict(model, read_state_dict(file), file)
         return model.eval()
 
-    def save_pretrained(self, folder: str | os.PathLike, safe_serialization: bool = True) -> Path:
-        return write_checkpoint(self, self.config.to_dict(), folder, safe_serialization)
+    def save_pretrained(self, folder: str | os.PathLike, safe_serialization: bool = True,
+                        dtype: torch.dtype | None = None) -> Path:
+        return write_checkpoint(self, self.config.to_dict(), folder, safe_serialization, dtype)
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

@@ -13,11 +13,11 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from PIL import Image
 
 from ..data.images import load_image, make_grid, pil_to_tensor, resize_center_crop, save_image
+from ..evaluation.baselines import thumbnail_baseline
 from ..evaluation.image_metrics import psnr, ssim
 from ..hub import CheckpointError, default_generator_path, default_tokenizer_path
 from ..models import MaskGIT, TiTok
@@ -35,18 +35,6 @@ def sample_photos(size: int) -> tuple[list[str], torch.Tensor]:
     named |= {f"sklearn_{i}": img for i, img in enumerate(load_sample_images().images)}
     tensors = [pil_to_tensor(resize_center_crop(Image.fromarray(a).convert("RGB"), size)) for a in named.values()]
     return list(named), torch.stack(tensors)
-
-
-def thumbnail_baseline(images: torch.Tensor, budget_bytes: float) -> tuple[torch.Tensor, int]:
-    """The best image with no model at the same byte budget: an s x s RGB thumbnail, bicubic up."""
-    side = max(1, int(math.sqrt(budget_bytes / 3)))
-    size = images.shape[-1]
-    out = []
-    for img in images:
-        pil = Image.fromarray((img.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8))
-        small = pil.resize((side, side), Image.BOX)
-        out.append(pil_to_tensor(small.resize((size, size), Image.BICUBIC)))
-    return torch.stack(out), side
 
 
 def load_models() -> tuple[TiTok, MaskGIT | None, bool]:

@@ -105,7 +105,11 @@ def load_checkpoint(accelerator: Accelerator, path: str | os.PathLike) -> int:
     except (RuntimeError, KeyError, ValueError, FileNotFoundError) as err:
         first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise CheckpointError(f"checkpoint {path} does not fit this run: {first_line}") from err
-    return int(json.loads((path / MARKER).read_text())["step"])
+    marker = json.loads((path / MARKER).read_text())
+    if marker["num_processes"] != accelerator.num_processes:
+        warnings.warn(f"{path} was saved by {marker['num_processes']} processes and is resumed by "
+                      f"{accelerator.num_processes}: the data order will differ from an uninterrupted run")
+    return int(marker["step"])
 
 
 def prune_checkpoints(root: str | os.PathLike, keep_last: int) -> None:

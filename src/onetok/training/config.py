@@ -176,8 +176,8 @@ def _build(cls: type, tree: Any, prefix: str) -> Any:
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(tree) - set(fields))
     if unknown:
-        where = f"{prefix}." if prefix else ""
-        raise ConfigError(f"unknown config key {where}{unknown[0]!r}; known: {', '.join(fields)}")
+        key = f"{prefix}.{unknown[0]}" if prefix else unknown[0]
+        raise ConfigError(f"unknown config key {key!r}; known: {', '.join(fields)}")
     values = {}
     for name, value in tree.items():
         kind = _field_type(cls, name)

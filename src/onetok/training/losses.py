@@ -26,7 +26,7 @@ class LossConfigError(ValueError):
 
 def hinge_discriminator_loss(logits_real: torch.Tensor, logits_fake: torch.Tensor) -> torch.Tensor:
     """0.5 * (mean relu(1 - D(real)) + mean relu(1 + D(fake)))."""
-    return 1.0 * (F.relu(1.0 - logits_real).mean() + F.relu(1.0 + logits_fake).mean())
+    return 0.5 * (F.relu(1.0 - logits_real).mean() + F.relu(1.0 + logits_fake).mean())
 
 
 def generator_adversarial_loss(logits_fake: torch.Tensor) -> torch.Tensor:
@@ -51,7 +51,7 @@ class LeCAM(nn.Module):
 
     @torch.no_grad()
     def update(self, real_mean: torch.Tensor, fake_mean: torch.Tensor) -> None:
-        self.ema_real.lerp_(real_mean.detach().float(), self.decay)
+        self.ema_real.lerp_(real_mean.detach().float(), 1.0 - self.decay)
         self.ema_fake.lerp_(fake_mean.detach().float(), 1.0 - self.decay)
 
     def forward(self, logits_real: torch.Tensor, logits_fake: torch.Tensor) -> torch.Tensor:
@@ -279,7 +279,7 @@ def mask_tokens(
     batch, length = ids.shape
     u = torch.rand(batch, generator=generator, device=ids.device)
     ratio = (torch.arccos(u) / (math.pi / 2)).clamp(1e-6, 1.0)
-    num_masked = (length * ratio).floor().clamp(min=1)
+    num_masked = (length * ratio).round().clamp(min=1)
     ranks = torch.rand(batch, length, generator=generator, device=ids.device).argsort(dim=-1)
     mask = ranks < num_masked[:, None]
     return ids.masked_fill(mask, mask_id), mask

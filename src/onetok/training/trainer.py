@@ -140,7 +140,6 @@ class Trainer:
                  collate_fn: Callable[[list], Any] = default_collate, accelerator: Accelerator | None = None):
         self.config, self.task, self.dataset, self.collate_fn = config, task, dataset, collate_fn
         self.output_dir = Path(config.experiment.output_dir)
-        train = config.training
         self.accelerator = accelerator or _make_accelerator(config)
         checkpoint = latest_checkpoint(self.output_dir)
         if checkpoint is not None and not resume:
@@ -158,6 +157,9 @@ class Trainer:
             load_checkpoint(self.accelerator, checkpoint)
             self.last_saved_step = self.state.step
             log.info("resumed from %s at step %d", checkpoint, self.state.step)
+            if isinstance(dataset, IterableDataset) and not hasattr(dataset, "state_dict"):
+                log.warning("%s is a stream without state_dict: it restarts from its beginning, so the data "
+                            "order differs from an uninterrupted run", type(dataset).__name__)
         elif resume:
             log.info("no checkpoint in %s: starting from scratch", self.output_dir)
 
