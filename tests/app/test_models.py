@@ -4,7 +4,8 @@ import shutil
 import pytest
 
 import onetok
-from onetok.app.models import ModelLoadError, class_names, load_models, wrap_generator, wrap_tokenizer
+from onetok.app.logic import preprocess_upload
+from onetok.app.models import ModelLoadError, class_names, example_photos, load_models, wrap_generator, wrap_tokenizer
 
 from .conftest import tiny_tree
 
@@ -36,11 +37,16 @@ def test_bad_specs_give_one_line_errors(tmp_path):
         load_models([str(tmp_path)], None)
 
 
-def test_continuous_tokenizers_are_refused():
+@pytest.mark.parametrize(
+    "changes, message",
+    [({"quantize_mode": "vae", "finetune_decoder": False}, "continuous \\(VAE\\) tokenizer"),
+     ({"is_legacy": True, "finetune_decoder": False}, "stage-1 tokenizer")],
+)
+def test_tokenizers_without_ids_or_pixels_are_refused(changes, message):
     tree = tiny_tree(32)
-    tree["model"]["vq_model"].update(quantize_mode="vae", finetune_decoder=False)
-    with pytest.raises(ModelLoadError, match="VAE"):
-        wrap_tokenizer(onetok.TiTok.from_config(tree), "vae")
+    tree["model"]["vq_model"].update(changes)
+    with pytest.raises(ModelLoadError, match=message):
+        wrap_tokenizer(onetok.TiTok.from_config(tree), "odd")
 
 
 def test_class_names_fall_back_to_numbers():
@@ -63,3 +69,10 @@ def test_defaults_are_the_shipped_models(checkpoint_folders, monkeypatch, tmp_pa
     shutil.copytree(checkpoint_folders["generator"], tmp_path / "default_generator")
     models = load_models([], None)
     assert [t.name for t in models.tokenizers] == ["default_tokenizer"] and models.generator.name == "default_generator"
+
+
+def test_example_photos_are_shipped_and_readable():
+    photos = example_photos()
+    assert [path.name for path in photos] == ["astronaut.jpg", "chelsea.jpg", "coffee.jpg", "rocket.jpg"]
+    for path in photos:
+        assert preprocess_upload(path, 256).shape == (3, 256, 256)

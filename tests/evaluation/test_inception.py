@@ -3,7 +3,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import IN_CI
+from ..conftest import IN_CI
 from onetok.data.images import pil_to_tensor, resize_center_crop
 from onetok.evaluation import inception as inc
 

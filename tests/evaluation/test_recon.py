@@ -13,9 +13,9 @@ from PIL import Image
 from onetok.data.images import load_image
 from onetok.evaluation import inception as inc
 from onetok.evaluation.image_metrics import psnr, quantize_8bit
-from onetok.evaluation.lpips import LPIPS
 from onetok.evaluation.recon import compute_reference_stats, evaluate_reconstruction, evaluate_samples
 from onetok.models import TiTok
+from .recon_worker import random_lpips
 
 HERE = Path(__file__).parent
 REPO = HERE.parents[1]
@@ -36,12 +36,21 @@ def setup(tmp_path_factory, sample_photos):
     return root
 
 
-def run_in_process(setup, out_dir, **kwargs):
+@pytest.fixture(scope="module")
+def inception(setup):
+    return inc.load_fid_inception(setup / "inception.pth")
+
+
+@pytest.fixture(scope="module")
+def lpips_model():
+    return random_lpips()
+
+
+def run_in_process(setup, out_dir, inception, **kwargs):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the same arithmetic as the worker processes
     try:
         model = TiTok.from_pretrained(setup / "tiny")
-        inception = inc.load_fid_inception(setup / "inception.pth")
         return evaluate_reconstruction(model, setup / "photos", batch_size=2, out_dir=out_dir, inception=inception,
                                        kid_subsets=3, kid_subset_size=3, progress=False, **kwargs)
     finally:
@@ -49,8 +58,8 @@ def run_in_process(setup, out_dir, **kwargs):
 
 
 @pytest.fixture(scope="module")
-def first_run(setup):
-    return run_in_process(setup, setup / "run1")
+def first_run(setup, inception, lpips_model):
+    return run_in_process(setup, setup / "run1", inception, lpips=lpips_model)
 
 
 def test_report_files_and_metrics(setup, first_run):
@@ -64,12 +73,13 @@ def test_report_files_and_metrics(setup, first_run):
     assert metrics["rfid"] > 1 and np.isfinite(metrics["psnr"]) and -1 < metrics["ssim"] < 1
     assert 0 < metrics["codebook_used_fraction"] <= 1 and metrics["codebook_num_tokens"] == 4 * 32
     assert metrics["kid_mean"] is not None and metrics["inception_score"] is None  # converted weights: no IS
-    assert first_run["details"]["num_images"] == 4
+    assert first_run["details"]["num_images"] == 4 and metrics["lpips"] > 0
     assert "rfid" in (out / "report.md").read_text()
     with Image.open(out / "samples.png") as grid:  # 2 rows (originals, reconstructions) of 4 64px images
         assert grid.size == (4 * 66 + 2, 2 * 66 + 2)
     rows = (out / "per_image.csv").read_text().splitlines()
-    assert len(rows) == 5 and rows[1].startswith("0,") and "photo_0.png" in rows[1]
+    assert len(rows) == 5 and rows[0] == "index,image,psnr,ssim,lpips"
+    assert rows[1].startswith("0,") and "photo_0.png" in rows[1]
 
 
 def test_psnr_matches_a_direct_computation(setup, first_run):
@@ -81,36 +91,32 @@ def test_psnr_matches_a_direct_computation(setup, first_run):
     assert first_run["metrics"]["psnr"] == pytest.approx(expected, rel=1e-5)
 
 
-def test_second_run_is_identical(setup, first_run):
-    second = run_in_process(setup, None)
+def test_second_run_is_identical(setup, first_run, inception, lpips_model):
+    second = run_in_process(setup, None, inception, lpips=lpips_model)
     assert second == first_run
 
 
-def test_reference_stats_reused_and_samples_eval(setup, first_run, tmp_path):
+def test_rfid_against_saved_reference_stats(setup, first_run, inception):
     # rFID against saved statistics of the originals equals rFID against the originals' features.
-    again = run_in_process(setup, None, reference_stats=setup / "run1" / "reference_stats.npz")
+    again = run_in_process(setup, None, inception, reference_stats=setup / "run1" / "reference_stats.npz")
     assert again["metrics"]["kid_mean"] is None
     assert again["metrics"]["rfid"] == pytest.approx(first_run["metrics"]["rfid"], rel=1e-4)
-    # gFID path: the originals as "samples" against themselves -> ~0.
-    inception = inc.load_fid_inception(setup / "inception.pth")
+
+
+def test_samples_eval(setup, inception, tmp_path):
+    # gFID path: three photos as "samples" against themselves -> ~0.
     images = np.stack([np.asarray(Image.open(setup / "photos" / f"photo_{i}.png").convert("RGB").resize((64, 64)))
-                       for i in range(4)])
+                       for i in range(3)])
     np.savez(tmp_path / "samples.npz", arr_0=images)
     result = evaluate_samples(tmp_path / "samples.npz", tmp_path / "samples.npz", batch_size=3, inception=inception,
-                              kid_subsets=2, kid_subset_size=4, out_dir=tmp_path / "gen", progress=False)
+                              kid_subsets=2, kid_subset_size=3, out_dir=tmp_path / "gen", progress=False)
     # (the unbiased KID of a set against itself is slightly negative, not 0: left unchecked here)
     assert abs(result["metrics"]["gfid"]) < 1e-3 and np.isfinite(result["metrics"]["kid_mean"])
     assert (tmp_path / "gen" / "report.md").exists()
     stats = compute_reference_stats(tmp_path / "samples.npz", tmp_path / "ref.npz", inception=inception, progress=False)
     with_stats = evaluate_samples(tmp_path / "samples.npz", tmp_path / "ref.npz", inception=inception, progress=False)
-    assert stats.count == 4 and with_stats["metrics"]["kid_mean"] is None
-
-
-def test_lpips_column(setup, tmp_path):
-    torch.manual_seed(0)
-    result = run_in_process(setup, tmp_path, lpips=LPIPS())
-    assert result["metrics"]["lpips"] > 0
-    assert "lpips" in (tmp_path / "per_image.csv").read_text().splitlines()[0]
+    assert stats.count == 3 and with_stats["metrics"]["kid_mean"] is None
+    assert abs(with_stats["metrics"]["gfid"]) < 1e-3
 
 
 @pytest.mark.slow

@@ -29,7 +29,8 @@ model: {vq_model: {num_latent_tokens: 32}}
 """)
     config = load_config(path, ["training.batch_size=4", "optimizer.lr=3e-4", "optimizer.discriminator_lr=null",
                                 "model.vq_model.num_latent_tokens=64", "+model.init_weight=stage1/final",
-                                "optimizer.betas=[0.5, 0.9]", "training.use_ema=false"])
+                                "optimizer.betas=[0.5, 0.9]", "training.use_ema=false", "experiment.name=2024"])
+    assert config.experiment.name == "2024"
     assert config.optimizer.lr == 3e-4 and isinstance(config.optimizer.lr, float)
     assert config.optimizer.betas == (0.5, 0.9)
     assert config.training.batch_size == 4 and config.training.use_ema is False
@@ -48,6 +49,7 @@ model: {vq_model: {num_latent_tokens: 32}}
     ("training.mixed_precision=fp8", "mixed_precision must be no, fp16 or bf16"),
     ("experiment.keep_last=0", "keep_last must be at least 1"),
     ("training.batch_size", "not of the form a.b.c=value"),
+    ("optimizer.betas=[0.9,", "is not valid YAML"),
 ])
 def test_bad_overrides_name_the_problem(tmp_path, override, message):
     path = write(tmp_path, "model: {vq_model: {codebook_size: 4096}}\n")

@@ -68,19 +68,19 @@ def metrics(output_dir):
 
 
 def test_loss_goes_down_and_export_names_tokenizer_and_classes(tmp_path, token_dir, tokenizer_dir, sample_photos):
-    config = generator_config(tmp_path, token_dir, tokenizer_dir, "experiment.max_train_steps=40",
-                              "experiment.save_every=40", "experiment.preview_every=20", "lr_scheduler.end_lr=1e-3")
+    config = generator_config(tmp_path, token_dir, tokenizer_dir, "experiment.max_train_steps=16",
+                              "experiment.save_every=16", "experiment.preview_every=8", "lr_scheduler.end_lr=1e-3")
     task, dataset = build_run(config)
     assert len(dataset) == 2 * len(sample_photos) and task.preview_classes == [0, 1]
     assert Trainer(config, task, dataset).train()
 
     rows = [row for _, row in sorted(metrics(tmp_path).items())]
     losses = [float(r["loss"]) for r in rows]
-    assert len(losses) == 40 and "masked_accuracy" in rows[0]
-    assert np.mean(losses[-8:]) < 0.8 * np.mean(losses[:8])
+    assert len(losses) == 16 and "masked_accuracy" in rows[0]
+    assert np.mean(losses[-4:]) < 0.8 * np.mean(losses[:4])
     assert float(rows[-1]["masked_accuracy"]) > float(rows[0]["masked_accuracy"])
-    assert (tmp_path / "previews" / "step-00000020.png").is_file()  # 1 seed x 2 classes of 64 px
-    assert Image.open(tmp_path / "previews" / "step-00000020.png").size == (2 * 66 + 2, 68)
+    assert (tmp_path / "previews" / "step-00000008.png").is_file()  # 1 seed x 2 classes of 64 px
+    assert Image.open(tmp_path / "previews" / "step-00000008.png").size == (2 * 66 + 2, 68)
 
     exported = MaskGIT.from_pretrained(tmp_path / "final")
     cfg = exported.config
@@ -154,27 +154,27 @@ def generator():
     return MaskGIT.from_config("generator_titok_tiny").eval()
 
 
-SETTINGS = [dict(guidance_scale=2.0, guidance_decay=d, randomize_temperature=2.0, num_sample_steps=6)
+SETTINGS = [dict(guidance_scale=2.0, guidance_decay=d, randomize_temperature=2.0, num_sample_steps=4)
             for d in ("constant", "linear", "power-cosine")]
 
 
 @pytest.mark.parametrize("settings", SETTINGS, ids=lambda s: s["guidance_decay"])
 def test_batched_guidance_gives_the_ids_of_two_separate_passes(generator, settings):
-    condition = torch.tensor([0, 4, 9, 9, 2, 7])
+    condition = torch.tensor([0, 4, 9, 9, 2])
     runs = []
     for batched in (True, False):
         torch.manual_seed(3)
         runs.append(generator.generate(condition, batched_guidance=batched, **settings))
     assert torch.equal(*runs)
-    assert (runs[0] < 256).all() and len(set(map(tuple, runs[0].tolist()))) == 6
+    assert (runs[0] < 256).all() and len(set(map(tuple, runs[0].tolist()))) == 5
 
 
 @pytest.mark.parametrize("settings", SETTINGS, ids=lambda s: s["guidance_decay"])
 def test_seeded_sampling_matches_the_reference_row_by_row_whatever_the_chunks(generator, settings):
-    condition = torch.tensor([0, 4, 9, 9, 2, 7, 1])
+    condition = torch.tensor([0, 4, 9, 9, 2])
     seeds = [sample_seed(11, i) for i in range(len(condition))]
     one_batch = generate_seeded(generator, condition, seeds, **settings)
-    chunked = generate_seeded(generator, condition, seeds, chunk_size=3, batched_guidance=False, **settings)
+    chunked = generate_seeded(generator, condition, seeds, chunk_size=2, batched_guidance=False, **settings)
     assert torch.equal(one_batch, chunked)
     reference = []
     for c, seed in zip(condition, seeds):

@@ -21,7 +21,7 @@ from onetok.training.losses import (
 
 @pytest.fixture
 def images(sample_photos):
-    return torch.stack([pil_to_tensor(resize_center_crop(Image.fromarray(p), 64)) for p in sample_photos[:2]])
+    return torch.stack([pil_to_tensor(resize_center_crop(Image.fromarray(p), 32)) for p in sample_photos[:2]])
 
 
 def blurred(images):
@@ -168,7 +168,7 @@ def test_discriminator_step_hinge_plus_lecam_by_hand(images):
     total.backward()
     assert recon.grad is None  # reconstructions are detached for D's step
     assert all(p.grad is not None for p in loss_fn.discriminator.parameters())
-    before_start, logs = loss_fn.discriminator_step(images, recon, step=9)
+    _, logs = loss_fn.discriminator_step(images, recon, step=9)
     assert logs["hinge_loss"].item() == 0.0
 
 
@@ -197,7 +197,7 @@ def test_reconstruction_loss_bad_settings_and_inputs(images):
         ReconstructionLoss("l3", perceptual_loss=None)
     loss_fn = ReconstructionLoss(perceptual_loss=None)
     with pytest.raises(LossConfigError, match="differ in shape"):
-        loss_fn(images, images[:, :, :32], {"quantizer_loss": torch.tensor(0.0)})
+        loss_fn(images, images[:, :, :16], {"quantizer_loss": torch.tensor(0.0)})
     with pytest.raises(LossConfigError, match="mode"):
         loss_fn(images, images, mode="critic")
     with pytest.raises(LossConfigError, match="posterior"):

@@ -1,6 +1,7 @@
 """The Trainer on a toy autoencoder over real photos: learning, outputs, Ctrl-C, exact resume."""
 import csv
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -75,7 +76,8 @@ def test_resume_in_process_mid_epoch(tmp_path, photos):
     overrides = {"training.gradient_accumulation_steps": 1, "training.batch_size": 4}  # 2 batches per epoch
     whole, parts = tmp_path / "whole", tmp_path / "parts"
     Trainer(toy_config(whole, **overrides), ToyTask(), photos).train()
-    Trainer(toy_config(parts, **overrides), ToyTask(stop_at=2), photos).train()
+    ctrl_c = ToyTask(stop_at=2, stop_signal=signal.SIGINT)
+    assert Trainer(toy_config(parts, **overrides), ctrl_c, photos).train() is False
     resumed = Trainer(toy_config(parts, **overrides), ToyTask(), photos, resume=True)
     assert (resumed.state.step, resumed.state.epoch, resumed.state.batch_in_epoch) == (3, 1, 1)
     resumed.train()
@@ -83,6 +85,29 @@ def test_resume_in_process_mid_epoch(tmp_path, photos):
     assert [after[s]["loss"] for s in range(1, 9)] == [before[s]["loss"] for s in range(1, 9)]
     ema_whole, ema_parts = load_file(whole / "final" / "model.safetensors"), load_file(parts / "final" / "model.safetensors")
     assert all(torch.equal(ema_whole[k], ema_parts[k]) for k in ema_whole)
+
+
+@pytest.fixture
+def fresh_accelerate_state():
+    """accelerate keeps one process-wide state; a test with another precision needs it reset."""
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    yield
+    AcceleratorState._reset_state(reset_partial_state=True)
+
+
+def test_fp16_autocast_resumes_exactly(tmp_path, photos, fresh_accelerate_state):
+    overrides = {"training.mixed_precision": "fp16", "experiment.max_train_steps": 6}
+    whole, parts = tmp_path / "whole", tmp_path / "parts"
+    trainer = Trainer(toy_config(whole, **overrides), ToyTask(discriminator=True), photos)
+    assert trainer.accelerator.mixed_precision == "fp16"  # (on CUDA accelerate adds a grad scaler, checkpointed)
+    trainer.train()
+    Trainer(toy_config(parts, **overrides), ToyTask(discriminator=True, stop_at=2), photos).train()
+    Trainer(toy_config(parts, **overrides), ToyTask(discriminator=True), photos, resume=True).train()
+    before, after = read_metrics(whole), read_metrics(parts)
+    assert [after[s]["loss"] for s in range(1, 7)] == [before[s]["loss"] for s in range(1, 7)]
+    assert [after[s]["d_loss"] for s in range(1, 7)] == [before[s]["d_loss"] for s in range(1, 7)]
 
 
 def test_refuses_to_overwrite_checkpoints_without_resume(tmp_path, photos):
@@ -133,3 +158,24 @@ def test_datasets_that_accept_positions_get_index_position_keys(tmp_path, sample
     keys = [key for key in dataset.keys if isinstance(key, tuple)]
     assert len(keys) == 16  # 4 steps x 2 micro-batches x 2 images
     assert [place for _, place in keys] == list(range(16))  # fresh positions, also across epochs
+
+
+def test_previews_do_not_change_the_training_random_stream(tmp_path, photos):
+    every_step = Trainer(toy_config(tmp_path / "a", **{"experiment.preview_every": 1}), ToyTask(), photos)
+    every_step.train()
+    never = Trainer(toy_config(tmp_path / "b", **{"experiment.preview_every": 1000}), ToyTask(), photos)
+    never.train()
+    assert len(list((tmp_path / "a" / "previews").glob("*.png"))) == 8
+    a, b = read_metrics(tmp_path / "a"), read_metrics(tmp_path / "b")
+    assert [a[s]["loss"] for s in a] == [b[s]["loss"] for s in b]
+
+
+def test_second_ctrl_c_aborts_at_once():
+    from onetok.training.trainer import _StopSignal
+
+    with _StopSignal() as stop:
+        signal.raise_signal(signal.SIGINT)
+        assert stop.requested
+        with pytest.raises(KeyboardInterrupt):
+            signal.raise_signal(signal.SIGINT)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

@@ -88,10 +88,12 @@ class RunningMean:
 
 
 class ToyTask(Task):
-    def __init__(self, discriminator: bool = False, discriminator_start: int = 0, stop_at: int | None = None):
+    def __init__(self, discriminator: bool = False, discriminator_start: int = 0, stop_at: int | None = None,
+                 stop_signal: int = signal.SIGTERM):
         self.use_discriminator = discriminator
         self.discriminator_start = discriminator_start
-        self.stop_at = stop_at  # send ourselves SIGTERM during this step (simulates Ctrl-C / preemption)
+        self.stop_at = stop_at  # signal ourselves during this step: Ctrl-C (SIGINT) or preemption (SIGTERM)
+        self.stop_signal = stop_signal
         self.lecam = RunningMean()
 
     def build_models(self) -> dict[str, nn.Module]:
@@ -102,7 +104,8 @@ class ToyTask(Task):
 
     def training_step(self, batch: torch.Tensor, step: int):
         if step == self.stop_at:
-            os.kill(os.getpid(), signal.SIGTERM)
+            os.kill(os.getpid(), self.stop_signal)
+            self.stop_at = None  # once: a second Ctrl-C would abort without saving
         recon = self.models["model"](batch)
         mse = F.mse_loss(recon, batch)
         loss = mse

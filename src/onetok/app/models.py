@@ -60,6 +60,8 @@ def wrap_tokenizer(model: torch.nn.Module, name: str) -> LoadedTokenizer:
     config = model.config
     if config.is_vae:
         raise ModelLoadError(f"{name} is a continuous (VAE) tokenizer; the app shows discrete token ids")
+    if config.is_legacy and not config.finetune_decoder:
+        raise ModelLoadError(f"{name} is a stage-1 tokenizer: it predicts proxy codes, not pixels")
     return LoadedTokenizer(name, model.eval(), config.num_latent_tokens, config.codebook_size, config.crop_size)
 
 
@@ -98,9 +100,11 @@ def load_models(tokenizer_specs: list[str], generator_spec: str | None) -> AppMo
     from onetok import MaskGIT, TiTok
 
     if not tokenizer_specs:
-        tokenizer_specs = [str(shipped("tokenizer", hub.default_tokenizer_path))]
-        if generator_spec is None and hub.ASSETS.joinpath("default_generator").is_dir():
-            generator_spec = str(shipped("generator", hub.default_generator_path))
+        try:
+            tokenizer_specs = [str(hub.default_tokenizer_path())]
+        except ValueError:
+            raise ModelLoadError("no default tokenizer is shipped in this build: pass --tokenizer FOLDER_OR_HUB_ID") from None
+        generator_spec = generator_spec or shipped_generator()
     tokenizers = sorted(
         (wrap_tokenizer(TiTok.from_pretrained(spec), _name(spec)) for spec in tokenizer_specs),
         key=lambda tokenizer: tokenizer.num_tokens,
@@ -111,14 +115,13 @@ def load_models(tokenizer_specs: list[str], generator_spec: str | None) -> AppMo
     return AppModels(tokenizers, generator, example_photos())
 
 
-def shipped(kind: str, locate) -> Path:
+def shipped_generator() -> str | None:
     try:
-        return locate()
-    except ValueError:
-        raise ModelLoadError(f"no default {kind} is shipped in this build: pass --{kind} FOLDER_OR_HUB_ID") from None
+        return str(hub.default_generator_path())
+    except ValueError:  # a build without one: the page has no Generate tab
+        return None
 
 
 def example_photos() -> list[Path]:
     """Example photos shipped under onetok/assets/examples, if any."""
-    folder = Path(__file__).resolve().parents[1] / "assets" / "examples"
-    return sorted(path for path in folder.glob("*") if path.suffix.lower() in {".jpg", ".jpeg", ".png", ".webp"})
+    return sorted(path for path in (hub.ASSETS / "examples").glob("*") if path.suffix.lower() in {".jpg", ".png", ".webp"})

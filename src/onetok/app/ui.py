@@ -24,7 +24,11 @@ CSS = """
   {width: 100%; height: 100%; object-fit: contain; image-rendering: pixelated}
 #comparison img {image-rendering: pixelated}
 """
-KEEP = gr.update()  # an output left as it is
+
+
+def keep() -> dict:
+    """An output left as it is (a fresh dict each time: Gradio consumes update dicts)."""
+    return gr.update()
 
 
 def problem(err: ValueError) -> str:
@@ -63,16 +67,16 @@ class Handlers:
         self.models = models
 
     # reconstruct tab outputs: input, reconstruction, stats, grid, session, edited image, edit note, slider, gallery
-    def show(self, state: Session, label: str, gallery=KEEP) -> tuple:
+    def show(self, state: Session, label: str, gallery: list | None = None) -> tuple:
         tokenizer = self.models.tokenizer(label)
         result = state.results[label]
         state = replace(state, selected=label, edited=list(result.ids))
         return (result.input, result.output, stats_markdown(result, tokenizer), grid_rows(result.ids),
-                state, None, "", gr.update(maximum=tokenizer.num_tokens), gallery)
+                state, None, "", gr.update(maximum=tokenizer.num_tokens), keep() if gallery is None else gallery)
 
     @staticmethod
     def cleared(note: str) -> tuple:
-        return None, None, note, [], Session(), None, "", KEEP, []
+        return None, None, note, [], Session(), None, "", keep(), []
 
     def upload(self, path: str | None, label: str, progress=gr.Progress()) -> tuple:
         if path is None:
@@ -91,7 +95,7 @@ class Handlers:
 
     def choose(self, state: Session, label: str) -> tuple:
         if label not in state.results:  # nothing uploaded yet
-            return (KEEP,) * 9
+            return tuple(keep() for _ in range(9))
         return self.show(state, label)
 
     # editing outputs: edited image, grid, edit note, session
@@ -112,7 +116,7 @@ class Handlers:
             where = logic.grid_position(*event.index, tokenizer.num_tokens)
         except ValueError as err:
             problem(err)
-            return KEEP, KEEP
+            return keep(), keep()
         return where, state.edited[where]
 
     def replace_token(self, state: Session, where: float | None, value: float | None) -> tuple:
@@ -122,7 +126,7 @@ class Handlers:
                 raise logic.TokenEditError("give a token position and a new id")
             ids = logic.replace_token(state.edited, int(where), int(value), tokenizer.codebook_size)
         except ValueError as err:
-            return KEEP, KEEP, problem(err), state
+            return keep(), keep(), problem(err), state
         return self.edited(state, ids, f"Token {int(where)} set to {int(value)}.")
 
     def randomise(self, state: Session, how_many: float, seed: float | None) -> tuple:
@@ -130,14 +134,14 @@ class Handlers:
             tokenizer = self.current(state)
             ids, changed = logic.randomise_tokens(state.edited, int(how_many), tokenizer.codebook_size, int(seed or 0))
         except ValueError as err:
-            return KEEP, KEEP, problem(err), state
+            return keep(), keep(), problem(err), state
         return self.edited(state, ids, f"Randomised tokens {', '.join(map(str, changed))}.")
 
     def undo(self, state: Session) -> tuple:
         try:
             self.current(state)
         except ValueError as err:
-            return KEEP, KEEP, problem(err), state
+            return keep(), keep(), problem(err), state
         return self.edited(state, list(state.results[state.selected].ids), "Edits undone.")
 
     def generate(self, class_id, scale, temperature, steps, seed, count, progress=gr.Progress()) -> tuple:
@@ -151,7 +155,7 @@ class Handlers:
                 progress=lambda fraction, message: progress(fraction, desc=message),
             )
         except ValueError as err:
-            return KEEP, problem(err)
+            return keep(), problem(err)
         name = html.escape(gen.class_names[settings.class_id])
         return result.grid, f"{len(result.images)} images of **{name}** in **{result.seconds:.2f} s**"
 

@@ -127,6 +127,7 @@ def cmd_sample(args) -> int:
     sampling = {key: value for key, value in (("guidance_scale", args.guidance), ("guidance_decay", args.guidance_decay),
                                               ("randomize_temperature", args.temperature),
                                               ("num_sample_steps", args.steps)) if value is not None}
+    sampling["softmax_temperature_annealing"] = args.softmax_annealing
 
     out = check_writable(Path(args.output))
     (out / PARTS).mkdir(parents=True, exist_ok=True)
@@ -176,6 +177,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--guidance-decay", choices=GUIDANCE_DECAYS)
     p.add_argument("--temperature", type=float, help="randomize_temperature (Gumbel noise scale)")
     p.add_argument("--steps", type=int, help="sampling steps")
+    p.add_argument("--softmax-annealing", action="store_true",
+                   help="divide logits by 0.5 + 0.8 * (1 - t/T), as the reference's ImageNet sampling script does")
     p.add_argument("--no-images", action="store_true", help="write only the .npz and the grid, no PNG per sample")
     p.add_argument("--precision", choices=PRECISIONS, default="auto",
                    help="fp32 (exact) or bf16 autocast; auto picks bf16 on AMX CPUs and CUDA GPUs")

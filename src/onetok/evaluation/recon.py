@@ -18,7 +18,6 @@ from onetok.evaluation.codebook import CodebookUsage
 from onetok.evaluation.fid import (
     FeatureStats,
     fid_from_features,
-    frechet_distance,
     inception_score,
     kernel_inception_distance,
     load_stats,

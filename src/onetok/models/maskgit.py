@@ -42,6 +42,18 @@ def _gumbel_noise(shape, like: torch.Tensor) -> torch.Tensor:
     return -torch.log((-torch.log(uniform.clamp(min=1e-20))).clamp(min=1e-20))
 
 
+def _is_guided(cfg_scale, guidance_scale: float, progress: float, power: float) -> bool | None:
+    """Whether cfg_scale != 0, decided on the host so that the sampling loop never waits for the device.
+
+    power-cosine keeps cfg_scale a float32 tensor (for bit-equal logits); its value is recomputed
+    here in float64, and only a value within rounding of 0 is left to the device (None).
+    """
+    if not torch.is_tensor(cfg_scale):
+        return cfg_scale != 0
+    host_scale = (guidance_scale - 1) * (1 - math.cos(progress**power * math.pi)) * 0.5 + 1
+    return True if abs(host_scale) > 1e-3 else None
+
+
 class MaskGIT(HubMixin, nn.Module):
     """Base class of the generators: condition handling, training mask, sampling.
 
@@ -105,11 +117,15 @@ class MaskGIT(HubMixin, nn.Module):
         if condition.numel() and (int(condition.min()) < 0 or int(condition.max()) >= n):
             raise GeneratorError(f"class ids must lie in [0, {n - 1}]")
 
-    def guided_logits(self, ids, condition, cfg_scale, guidance_decay, batched: bool) -> torch.Tensor:
+    def guided_logits(self, ids, condition, cfg_scale, guidance_decay, batched: bool,
+                      guided: bool | None = None) -> torch.Tensor:
+        """Guided logits in float32; ``guided`` (whether cfg_scale != 0) saves a device read when known."""
         b = condition.shape[0]
-        if not (cfg_scale != 0):
+        if guided is None:
+            guided = bool(cfg_scale != 0)
+        if not guided:
             torch.rand(b, device=condition.device)  # the reference's unused drop draw
-            return self.forward_with_drop(ids, condition, torch.zeros(b, dtype=torch.bool, device=condition.device))
+            return self.forward_with_drop(ids, condition, torch.zeros(b, dtype=torch.bool, device=condition.device)).float()
         no_drop = torch.zeros(b, dtype=torch.bool, device=condition.device)
         # two draws, as the reference's two forward passes make
         torch.rand(b, device=condition.device)
@@ -118,10 +134,11 @@ class MaskGIT(HubMixin, nn.Module):
             both = self.forward_with_drop(
                 torch.cat([ids, ids]), torch.cat([condition, condition]), torch.cat([no_drop, ~no_drop])
             )
-            cond_logits, uncond_logits = both.chunk(2)
+            cond_logits, uncond_logits = both.float().chunk(2)
         else:
-            cond_logits = self.forward_with_drop(ids, condition, no_drop)
-            uncond_logits = self.forward_with_drop(ids, condition, ~no_drop)
+            # .float(): under bf16 autocast, combine the two passes in float32
+            cond_logits = self.forward_with_drop(ids, condition, no_drop).float()
+            uncond_logits = self.forward_with_drop(ids, condition, ~no_drop).float()
         if guidance_decay == "power-cosine":
             return uncond_logits + (cond_logits - uncond_logits) * cfg_scale
         return cond_logits + (cond_logits - uncond_logits) * cfg_scale
@@ -159,7 +176,8 @@ class MaskGIT(HubMixin, nn.Module):
                 scale_step = (1 - torch.cos(((step / num_sample_steps) ** pow_) * torch.pi)) * 0.5
                 cfg_scale = (guidance_scale - 1) * scale_step + 1
 
-            logits = self.guided_logits(ids, condition, cfg_scale, guidance_decay, batched_guidance).float()
+            guided = _is_guided(cfg_scale, guidance_scale, step / num_sample_steps, guidance_scale_pow)
+            logits = self.guided_logits(ids, condition, cfg_scale, guidance_decay, batched_guidance, guided)
             if softmax_temperature_annealing:
                 logits = logits / (0.5 + 0.8 * (1 - ratio))
 

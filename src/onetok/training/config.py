@@ -131,13 +131,22 @@ def apply_override(config: TrainConfig, override: str) -> None:
         fields = {f.name: f for f in dataclasses.fields(node)}
         if name not in fields:
             raise ConfigError(f"unknown config key {key.lstrip('+')!r}; known: {', '.join(fields)}")
-        setattr(node, name, _coerce(parse_yaml(raw), _field_type(type(node), name), key))
+        kind = _field_type(type(node), name)
+        value = raw if kind is str else _parse_value(raw, key)  # a string field takes the text as written
+        setattr(node, name, _coerce(value, kind, key))
     elif isinstance(node, dict):
         if name not in node and not add:
             raise ConfigError(f"unknown config key {key!r} (write +{key}=... to add a new key)")
-        node[name] = parse_yaml(raw)
+        node[name] = _parse_value(raw, key)
     else:
         raise ConfigError(f"config key {key!r} goes inside a value that is not a mapping")
+
+
+def _parse_value(raw: str, key: str) -> Any:
+    try:
+        return parse_yaml(raw)
+    except yaml.YAMLError:
+        raise ConfigError(f"the value of {key} ({raw!r}) is not valid YAML") from None
 
 
 def save_config(config: TrainConfig, path: str | os.PathLike) -> None:

@@ -24,7 +24,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DistributedDataParallelKwargs, send_to_device, set_seed
+from accelerate.utils import DistributedDataParallelKwargs, DistributedType, send_to_device, set_seed
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, IterableDataset, default_collate
 from tqdm.auto import tqdm
@@ -63,7 +63,7 @@ class Task:
         raise NotImplementedError
 
     def training_step(self, batch: Any, step: int) -> StepOutput:
-        """Loss of the main model on one micro-batch, and scalars to log."""
+        """Loss of the main model on one micro-batch, and scalars to log (floats or 0-d tensors)."""
         raise NotImplementedError
 
     def discriminator_step(self, batch: Any, step: int) -> StepOutput | None:
@@ -177,24 +177,24 @@ class Trainer:
             raise TrainingError(f"{type(self.task).__name__}.build_models() must return a 'model' entry")
         acc, cfg = self.accelerator, self.config
         total = cfg.experiment.max_train_steps
-        prepared = {}
-        for name, module in models.items():
-            if name in ("model", "discriminator"):
-                prepared[name] = acc.prepare(module)  # before the optimizer: FSDP wraps parameters first
-            else:
-                prepared[name] = module.to(acc.device).eval().requires_grad_(False)
-
-        self.optimizer = acc.prepare(build_optimizer(acc.unwrap_model(prepared["model"]), cfg.optimizer))
+        prepared = {name: module.to(acc.device).eval().requires_grad_(False)
+                    for name, module in models.items() if name not in ("model", "discriminator")}
+        # each trained module is prepared together with its optimizer (FSDP swaps the parameters)
+        prepared["model"], self.optimizer = acc.prepare(models["model"], build_optimizer(models["model"], cfg.optimizer))
         self.scheduler = build_scheduler(self.optimizer, cfg.lr_scheduler.warmup_steps, total, cfg.lr_scheduler.end_lr)
         self.d_optimizer = self.d_scheduler = None
-        if "discriminator" in prepared:
+        if "discriminator" in models:
             d_lr = cfg.optimizer.discriminator_lr or cfg.optimizer.lr
-            d_model = acc.unwrap_model(prepared["discriminator"])
-            self.d_optimizer = acc.prepare(build_optimizer(d_model, cfg.optimizer, lr=d_lr))
+            d_optimizer = build_optimizer(models["discriminator"], cfg.optimizer, lr=d_lr)
+            prepared["discriminator"], self.d_optimizer = acc.prepare(models["discriminator"], d_optimizer)
             d_total = max(1, total - self.task.discriminator_start)  # D's schedule starts when D does
             self.d_scheduler = build_scheduler(self.d_optimizer, cfg.lr_scheduler.warmup_steps, d_total,
                                                cfg.lr_scheduler.end_lr)
-        self.ema = EMA(acc.unwrap_model(prepared["model"]), cfg.training.ema_decay) if cfg.training.use_ema else None
+        self.ema = None
+        if cfg.training.use_ema:
+            if acc.distributed_type == DistributedType.FSDP:
+                raise TrainingError("training.use_ema is not supported with FSDP yet (the EMA would be per shard)")
+            self.ema = EMA(acc.unwrap_model(prepared["model"]), cfg.training.ema_decay)
         self.models = prepared
         self.task.models, self.task.accelerator = prepared, acc
 
@@ -317,7 +317,7 @@ class Trainer:
         if max_norm:
             out[f"{prefix}grad_norm"] = float(self.accelerator.clip_grad_norm_(model.parameters(), max_norm))
         optimizer.step()
-        if not self.accelerator.optimizer_step_was_skipped:  # fp16 overflow: keep the schedule in step
+        if not optimizer.step_was_skipped:  # fp16 overflow: the schedule waits for a real step
             scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         return out

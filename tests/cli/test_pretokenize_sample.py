@@ -1,0 +1,129 @@
+"""pretokenize -> train -> sample on real photos with tiny random models, through the CLI."""
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from onetok import TiTok
+from onetok.cli.main import main
+from onetok.data.tokens import TokenDataset, read_token_manifest
+from onetok.training.config import config_from_dict
+from onetok.training.generator_task import build_run
+from onetok.training.trainer import Trainer
+
+REPO = Path(__file__).resolve().parents[2]
+GENERATOR = {"model_type": "ViT", "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+             "intermediate_size": 128, "dropout": 0.1, "attn_drop": 0.1, "num_steps": 4, "class_label_dropout": 0.1,
+             "randomize_temperature": 1.0, "guidance_scale": 2.0, "guidance_decay": "linear"}
+
+
+def save_tokenizer(folder, **vq_changes):
+    torch.manual_seed(0)
+    tree = TiTok.from_config("titok_tiny").config.to_dict()
+    tree["model"]["vq_model"].update(vq_changes)
+    return TiTok.from_config(tree).save_pretrained(folder)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, sample_photos):
+    """Photos in two class folders -> tokens (with flips) -> a generator trained for 3 steps."""
+    root = tmp_path_factory.mktemp("roundtrip")
+    for i, photo in enumerate(sample_photos):
+        folder = root / "photos" / ("cats" if i % 2 else "things")
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(photo).resize((96, 80)).save(folder / f"{i}.png")
+    tokenizer = save_tokenizer(root / "tokenizer")
+    tokens = root / "tokens"
+    assert main(["pretokenize", "--tokenizer", str(tokenizer), str(root / "photos"), "-o", str(tokens),
+                 "--flip", "--shard-size", "4", "--batch-size", "3", "--workers", "0"]) == 0
+
+    config = config_from_dict({
+        "experiment": {"output_dir": str(root / "run"), "max_train_steps": 3, "save_every": 3, "preview_every": 3,
+                       "log_every": 1, "log_with": "none"},
+        "optimizer": {"lr": 1e-3},
+        "training": {"batch_size": 4},
+        "model": {"generator": dict(GENERATOR)},
+        "dataset": {"tokens": str(tokens), "tokenizer": str(tokenizer)},
+    })
+    assert Trainer(config, *build_run(config)).train()
+    return root
+
+
+def test_pretokenize_writes_labelled_shards_and_resumes(run, sample_photos):
+    tokens = run / "tokens"
+    manifest = read_token_manifest(tokens)
+    n = len(sample_photos)
+    assert manifest["count"] == 2 * n and manifest["class_names"] == ["cats", "things"]
+    assert [s["index"] for s in manifest["shards"]] == list(range((n + 3) // 4))
+    dataset = TokenDataset(tokens)
+    ids, labels = zip(*(dataset[i] for i in range(len(dataset))))
+    # shard 0 = cats/1, cats/3, cats/5, things/0 in batches of 3: each batch's originals, then their flips
+    assert list(labels[:8]) == [0, 0, 0, 0, 0, 0, 1, 1] and not torch.equal(ids[0], ids[3])
+
+    first = tokens / "tokens-00000.npy"
+    stamp = first.stat().st_mtime_ns
+    (tokens / "tokens-00001.npy").unlink()
+    (tokens / "manifest.json").unlink()
+    assert main(["pretokenize", "--tokenizer", str(run / "tokenizer"), str(run / "photos"), "-o", str(tokens),
+                 "--flip", "--shard-size", "4", "--batch-size", "3", "--workers", "0"]) == 0
+    assert first.stat().st_mtime_ns == stamp  # finished shards are skipped
+    again = TokenDataset(tokens)
+    assert all(torch.equal(again[i][0], ids[i]) for i in range(len(again)))
+
+
+def test_sample_writes_pngs_grid_and_adm_npz_independent_of_batch(run, tmp_path):
+    common = ["sample", "--tokenizer", str(run / "tokenizer"), "--generator", str(run / "run" / "final"),
+              "--per-class", "3", "--precision", "fp32", "--seed", "4"]
+    assert main(common + ["--classes", "all", "--batch", "4", "-o", str(tmp_path / "a")]) == 0
+    samples = np.load(tmp_path / "a" / "samples_6x64x64x3.npz")
+    assert samples["arr_0"].dtype == np.uint8 and samples["arr_0"].shape == (6, 64, 64, 3)
+    assert samples["arr_1"].tolist() == [0, 0, 0, 1, 1, 1]
+    assert len(list((tmp_path / "a" / "images").glob("*_class1.png"))) == 3
+    assert Image.open(tmp_path / "a" / "grid.png").size == (3 * 66 + 2, 2 * 66 + 2)
+    assert not (tmp_path / "a" / ".parts").exists()
+
+    assert main(common + ["--classes", "cats,1", "--batch", "1", "--no-images", "-o", str(tmp_path / "b")]) == 0
+    again = np.load(tmp_path / "b" / "samples_6x64x64x3.npz")["arr_0"]
+    assert np.array_equal(again, samples["arr_0"]) and not (tmp_path / "b" / "images").exists()
+
+
+def test_mismatched_tokenizers_and_bad_arguments_are_refused(run, tmp_path, capsys):
+    other = save_tokenizer(tmp_path / "other", commitment_cost=0.5)
+    assert main(["sample", "--tokenizer", str(other), "--generator", str(run / "run" / "final"),
+                 "--per-class", "1", "-o", str(tmp_path / "s")]) == 2
+    assert "trained on tokens of tokenizer" in capsys.readouterr().err
+
+    assert main(["pretokenize", "--tokenizer", str(other), str(run / "photos"), "-o", str(run / "tokens"),
+                 "--flip", "--shard-size", "4", "--workers", "0"]) == 2
+    assert "holds tokens made with other settings (tokenizer_hash differ)" in capsys.readouterr().err
+
+    assert main(["sample", "--tokenizer", str(run / "tokenizer"), "--generator", str(run / "run" / "final"),
+                 "--classes", "dogs", "-o", str(tmp_path / "s")]) == 2
+    assert "'dogs' is neither a class id nor" in capsys.readouterr().err
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_sample_the_same_images_as_one(run, tmp_path):
+    args = ["sample", "--tokenizer", str(run / "tokenizer"), "--generator", str(run / "run" / "final"),
+            "--per-class", "3", "--batch", "2", "--precision", "fp32", "--seed", "4", "--no-images"]
+    assert main(args + ["-o", str(tmp_path / "one")]) == 0
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+               "--main_process_port", str(free_port()), "-m", "onetok.cli.main", *args, "-o", str(tmp_path / "two")]
+    env = os.environ | {"PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stderr[-3000:]
+    one = np.load(tmp_path / "one" / "samples_6x64x64x3.npz")["arr_0"]
+    two = np.load(tmp_path / "two" / "samples_6x64x64x3.npz")["arr_0"]
+    assert np.array_equal(one, two)
