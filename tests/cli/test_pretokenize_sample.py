@@ -23,6 +23,15 @@ GENERATOR = {"model_type": "ViT", "hidden_size": 64, "num_hidden_layers": 2, "nu
              "randomize_temperature": 1.0, "guidance_scale": 2.0, "guidance_decay": "linear"}
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models: a second intra-op thread costs more in synchronisation than it saves on shared cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def save_tokenizer(folder, **vq_changes):
     torch.manual_seed(0)
     tree = TiTok.from_config("titok_tiny").config.to_dict()
@@ -75,6 +84,17 @@ def test_pretokenize_writes_labelled_shards_and_resumes(run, sample_photos):
     assert first.stat().st_mtime_ns == stamp  # finished shards are skipped
     again = TokenDataset(tokens)
     assert all(torch.equal(again[i][0], ids[i]) for i in range(len(again)))
+
+
+def test_pretokenize_drops_unreadable_images(run, tmp_path, sample_photos):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i, photo in enumerate(sample_photos[:2]):
+        Image.fromarray(photo).resize((64, 64)).save(photos / f"{i}.png")
+    (photos / "2.png").write_bytes(b"not an image")
+    assert main(["pretokenize", "--tokenizer", str(run / "tokenizer"), str(photos), "-o", str(tmp_path / "tokens"),
+                 "--workers", "0"]) == 0
+    assert read_token_manifest(tmp_path / "tokens")["count"] == 2
 
 
 def test_sample_writes_pngs_grid_and_adm_npz_independent_of_batch(run, tmp_path):

@@ -22,6 +22,15 @@ TINY_GENERATOR = {"model_type": "ViT", "hidden_size": 64, "num_hidden_layers": 2
                   "guidance_decay": "constant"}
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models: a second intra-op thread costs more in synchronisation than it saves on shared cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def tokenizer_dir(tmp_path_factory):
     torch.manual_seed(0)

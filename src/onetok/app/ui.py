@@ -17,7 +17,7 @@ A 1D tokenizer (TiTok) turns a whole image into a short sequence of integer ids 
 Upload a photo (JPEG, PNG or WebP, at most {mb} MB and {mp:g} megapixels): it is centre-cropped,
 tokenized and decoded again. Click a token id to change it and watch the image change."""
 IMAGE_HEIGHT = 280
-SHOWN_IMAGE = dict(format="png", interactive=False, buttons=["download", "fullscreen"])
+SHOWN_IMAGE = {"format": "png", "interactive": False, "buttons": ["download", "fullscreen"]}
 # small crops are scaled up to fill their box, with sharp pixels so the effect of each token stays visible
 CSS = """
 #input-image img, #recon-image img, #edited-image img, #generated-image img
@@ -231,7 +231,8 @@ def generate_tab(gen: LoadedGenerator, handlers: Handlers) -> None:
 
 def build_demo(models: AppModels) -> gr.Blocks:
     handlers = Handlers(models)
-    with gr.Blocks(title="onetok") as demo:
+    # uploads and outputs live in Gradio's cache: drop files older than an hour, every ten minutes
+    with gr.Blocks(title="onetok", delete_cache=(600, 3600)) as demo:
         gr.Markdown(INTRO.format(
             tokens=" / ".join(str(t.num_tokens) for t in models.tokenizers), mb=logic.MAX_UPLOAD_MB, mp=logic.MAX_UPLOAD_PIXELS / 1e6
         ))

@@ -66,19 +66,21 @@ def check_settings(out: Path, settings: dict) -> None:
 @torch.inference_mode()
 def tokenize_unit(tokenizer, unit: Dataset, flip: bool, batch_size: int, workers: int, precision: str,
                   progress: tqdm) -> tuple[torch.Tensor, torch.Tensor]:
-    """Ids (n, K) and labels (n,) of one shard; with `flip`, the flipped copies follow the originals."""
+    """Ids (n, K) and labels (n,) of one shard; with `flip`, each batch's flipped copies follow its originals."""
     device = next(tokenizer.parameters()).device
     # a folder/list/array dataset hands out a neighbour in place of an unreadable image: drop those
     drop_substitutes = not isinstance(unit, ShardDataset)
     ids, labels = [], []
     for batch in DataLoader(unit, batch_size=batch_size, num_workers=workers):
         keep = batch["skipped"] == 0 if drop_substitutes else torch.ones_like(batch["label"], dtype=torch.bool)
+        progress.update(len(batch["image"]))
+        if not keep.any():
+            continue
         images = batch["image"][keep].to(device)
         views = [images, images.flip(-1)] if flip else [images]
         with autocast(precision, device):
             ids += [tokenizer.tokenize(view).cpu() for view in views]
         labels += [batch["label"][keep]] * len(views)
-        progress.update(len(batch["image"]))
     k = tokenizer.config.num_latent_tokens
     return (torch.cat(ids) if ids else torch.empty(0, k, dtype=torch.long),
             torch.cat(labels) if labels else torch.empty(0, dtype=torch.long))

@@ -64,6 +64,8 @@ class _IndexedImages(Dataset):
     none is given), so a replayed position gives the same pixels.
     """
 
+    accepts_position_keys = True  # the Trainer passes (index, position): crops differ every epoch
+
     classes: list[str]
     seed: int
 

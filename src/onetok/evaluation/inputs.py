@@ -94,9 +94,12 @@ def as_image_dataset(data, size: int, limit: int | None = None) -> Dataset:
     """A folder, a list of image files, or a dataset of image tensors -> an (image, index) dataset."""
     if isinstance(data, (str, os.PathLike)):
         path = Path(data)
-        if path.is_file() and path.suffix.lower() not in IMAGE_SUFFIXES:
-            raise EvalInputError(f"{path}: expected a folder of images or an image file")
-        dataset = ImageFiles(list_images(path) if path.is_dir() else [path], size)
+        if path.is_dir():
+            dataset = ImageFiles(list_images(path), size)
+        elif path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
+            dataset = ImageFiles([path], size)
+        else:
+            raise EvalInputError(f"{path}: not a folder of images or an image file")
     elif isinstance(data, (list, tuple)) and data and all(isinstance(p, (str, os.PathLike)) for p in data):
         dataset = ImageFiles(data, size)
     elif hasattr(data, "__len__") and hasattr(data, "__getitem__"):

@@ -1,6 +1,8 @@
 """ImageBert: MaskGIT on a post-LN BERT encoder, in the Hugging Face BertModel key layout."""
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 import torch.nn.functional as F
 from einops import rearrange
@@ -8,6 +10,7 @@ from torch import nn
 
 from ..config import GeneratorConfig
 from .maskgit import MaskGIT
+from .vit import init_reference_weights
 
 BERT_LN_EPS = 1e-12
 
@@ -104,21 +107,11 @@ class BertBackbone(nn.Module):
         self.lm_head = nn.Linear(cfg.hidden_size, cfg.codebook_size)
 
 
-def _init_bert(module: nn.Module) -> None:
-    if isinstance(module, (nn.Linear, nn.Embedding)):
-        nn.init.normal_(module.weight, std=0.02)
-        if getattr(module, "bias", None) is not None:
-            nn.init.zeros_(module.bias)
-    elif isinstance(module, nn.LayerNorm):
-        nn.init.ones_(module.weight)
-        nn.init.zeros_(module.bias)
-
-
 class ImageBert(MaskGIT):
     def __init__(self, config: GeneratorConfig):
         super().__init__(config)
         self.model = BertBackbone(config)
-        self.apply(_init_bert)
+        self.apply(partial(init_reference_weights, truncated=False))
 
     def logits(self, sequence: torch.Tensor) -> torch.Tensor:
         hidden = self.model.encoder(self.model.embeddings(sequence))

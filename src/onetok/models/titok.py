@@ -57,12 +57,10 @@ class TiTokEncoder(_ViTStack):
     def forward(self, pixels: torch.Tensor, latent_tokens: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W), (K, W) -> (B, C, 1, K)."""
         b = pixels.shape[0]
-        # the residual stream stays in the weights' dtype: under bf16 autocast only matmuls round
-        dtype = self.positional_embedding.dtype
-        patches = rearrange(self.patch_embed(pixels), "b w h ww -> b (h ww) w").to(dtype)
-        cls = self.class_embedding.expand(b, -1, -1)
-        x = torch.cat([cls, patches], dim=1) + self.positional_embedding
-        latents = (latent_tokens + self.latent_token_positional_embedding).to(dtype).expand(b, -1, -1)
+        patches = rearrange(self.patch_embed(pixels), "b w h ww -> b (h ww) w")
+        cls = self.class_embedding.to(patches.dtype).expand(b, -1, -1)
+        x = torch.cat([cls, patches], dim=1) + self.positional_embedding.to(patches.dtype)
+        latents = (latent_tokens + self.latent_token_positional_embedding).to(x.dtype).expand(b, -1, -1)
         num_latents = latents.shape[1]
         x = self.run(torch.cat([x, latents], dim=1))
         x = self.ln_post(x[:, -num_latents:])
@@ -105,13 +103,11 @@ class TiTokDecoder(_ViTStack):
         b, _, h, k = z_quantized.shape
         if h != 1:
             raise TokenizerError(f"decoder expects latents of shape (B, C, 1, K), got {tuple(z_quantized.shape)}")
-        # the residual stream stays in the weights' dtype: under bf16 autocast only matmuls round
-        dtype = self.positional_embedding.dtype
-        latents = self.decoder_embed(rearrange(z_quantized, "b c 1 k -> b k c")).to(dtype)
-        latents = latents + self.latent_token_positional_embedding
-        masks = self.mask_token.expand(b, self.grid**2, -1)
-        cls = self.class_embedding.expand(b, -1, -1)
-        masks = torch.cat([cls, masks], dim=1) + self.positional_embedding
+        latents = self.decoder_embed(rearrange(z_quantized, "b c 1 k -> b k c"))
+        latents = latents + self.latent_token_positional_embedding.to(latents.dtype)
+        masks = self.mask_token.to(latents.dtype).expand(b, self.grid**2, -1)
+        cls = self.class_embedding.to(latents.dtype).expand(b, -1, -1)
+        masks = torch.cat([cls, masks], dim=1) + self.positional_embedding.to(latents.dtype)
         x = self.run(torch.cat([masks, latents], dim=1))
         x = self.ln_post(x[:, 1 : 1 + self.grid**2])
         x = rearrange(x, "b (h w) c -> b c h w", h=self.grid)

@@ -8,6 +8,7 @@ from torch import nn
 
 from ..config import GeneratorConfig
 from .maskgit import MaskGIT
+from .vit import init_reference_weights
 
 
 class UViTAttention(nn.Module):
@@ -61,7 +62,7 @@ class UViTBert(MaskGIT):
         self.norm = nn.LayerNorm(h)
         self.lm_head = nn.Linear(h, config.codebook_size)
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
-        self.apply(_init_uvit)
+        self.apply(init_reference_weights)
 
     def logits(self, sequence: torch.Tensor) -> torch.Tensor:
         x = self.embeddings(sequence) + self.pos_embed[:, : sequence.shape[1]]
@@ -73,13 +74,3 @@ class UViTBert(MaskGIT):
         for block in self.out_blocks:
             x = block(x, skips.pop())
         return self.lm_head(self.norm(x))[:, 1:]
-
-
-def _init_uvit(module: nn.Module) -> None:
-    if isinstance(module, (nn.Linear, nn.Embedding)):
-        nn.init.trunc_normal_(module.weight, std=0.02)
-        if getattr(module, "bias", None) is not None:
-            nn.init.zeros_(module.bias)
-    elif isinstance(module, nn.LayerNorm):
-        nn.init.ones_(module.weight)
-        nn.init.zeros_(module.bias)

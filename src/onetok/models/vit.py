@@ -46,14 +46,16 @@ class ResidualAttentionBlock(nn.Module):
         return x + self.mlp(self.ln_2(x))
 
 
-def init_reference_weights(module: nn.Module) -> None:
-    """The reference's model-wide init (SPEC 1.8): trunc-normal 0.02, zero bias, unit LayerNorm."""
-    if isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d)):
-        nn.init.trunc_normal_(module.weight, std=0.02)
-        if module.bias is not None:
+def init_reference_weights(module: nn.Module, truncated: bool = True) -> None:
+    """The reference's model-wide init (SPEC 1.8): (trunc-)normal 0.02, zero bias, unit LayerNorm.
+
+    BERT's own init draws plain normals: ``truncated=False``.
+    """
+    normal = nn.init.trunc_normal_ if truncated else nn.init.normal_
+    if isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Embedding)):
+        normal(module.weight, std=0.02)
+        if getattr(module, "bias", None) is not None:
             nn.init.zeros_(module.bias)
-    elif isinstance(module, nn.Embedding):
-        nn.init.trunc_normal_(module.weight, std=0.02)
     elif isinstance(module, nn.LayerNorm):
         nn.init.ones_(module.weight)
         nn.init.zeros_(module.bias)

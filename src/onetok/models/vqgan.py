@@ -25,9 +25,10 @@ class Conv2dSame(nn.Conv2d):
             total = max((math.ceil(size / s) - 1) * s + (k - 1) * d + 1 - size, 0)
             pads.append((total // 2, total - total // 2))
         (top, bottom), (left, right) = pads
-        if top or bottom or left or right:
-            x = F.pad(x, (left, right, top, bottom))
-        return super().forward(x)
+        if top == bottom and left == right:
+            # the usual case (odd kernel, stride 1): the convolution pads itself, saving a copy of x
+            return F.conv2d(x, self.weight, self.bias, self.stride, (top, left), self.dilation, self.groups)
+        return super().forward(F.pad(x, (left, right, top, bottom)))
 
 
 class ResnetBlock(nn.Module):

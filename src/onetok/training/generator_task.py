@@ -26,9 +26,9 @@ from onetok.data.tokens import TokenDataset, tokenizer_fingerprint
 from onetok.models import MaskGIT, TiTok
 from onetok.sampling import generate_seeded, sample_seed
 from onetok.training.config import TrainConfig
+from onetok.training.logging import log
 from onetok.training.losses import MaskedTokenLoss
 from onetok.training.trainer import StepOutput, Task
-from onetok.training.logging import log
 
 MAX_PREVIEW_CLASSES = 8
 

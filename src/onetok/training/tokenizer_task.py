@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from ..data.images import make_grid
+from ..evaluation.codebook import codebook_summary
 from ..hub import load_vqgan, read_state_dict, weights_file
 from ..models import MaskGITVQGAN, TiTok
 from .config import TrainConfig
@@ -27,6 +28,15 @@ def model_tree(config: TrainConfig) -> dict:
     crop = config.dataset.get("preprocessing", {}).get("crop_size", config.dataset.get("crop_size", 256))
     tree["dataset"] = {"preprocessing": {"crop_size": crop}}
     return tree
+
+
+def codebook_logs(quantizer_result) -> dict[str, float]:
+    """This batch's codebook usage: a collapsing codebook shows here first."""
+    if not isinstance(quantizer_result, dict) or "min_encoding_indices" not in quantizer_result:
+        return {}
+    ids = quantizer_result["min_encoding_indices"]
+    usage = codebook_summary(torch.bincount(ids.flatten(), minlength=int(ids.max()) + 1))
+    return {"codes_used": usage["used_codes"], "code_perplexity": usage["perplexity"]}
 
 
 class _ReconstructionTask(Task):
@@ -54,7 +64,8 @@ class _ReconstructionTask(Task):
         if self.loss.discriminator is not None:
             self._reconstructions.append(reconstructions.detach())
         loss_fn = self.unwrap("discriminator") if "discriminator" in self.models else self.models["loss"]
-        return loss_fn(images, reconstructions, extra, step=step, mode="generator")
+        loss, logs = loss_fn(images, reconstructions, extra, step=step, mode="generator")
+        return loss, logs | codebook_logs(extra)
 
     def discriminator_step(self, batch, step):
         reconstructions = self._reconstructions.pop(0) if self._reconstructions else None
@@ -124,7 +135,8 @@ class Stage1Task(Task):
         with torch.no_grad():
             codes = self.models["teacher"].encode(images)
         logits, result = self.models["model"](images)
-        return self.loss(logits, codes, result)
+        loss, logs = self.loss(logits, codes, result)
+        return loss, logs | codebook_logs(result)
 
     @torch.no_grad()
     def preview(self, batch, step):

@@ -7,6 +7,10 @@ AdamW + warmup/cosine, EMA, data order, logs, previews, checkpoints, resume, Ctr
 One step = one optimizer step = `gradient_accumulation_steps` micro-batches of `batch_size` images on
 each process. The data order is a permutation keyed by (seed, epoch), so a resumed run reads the
 same batches as an uninterrupted one, and with the RNG states restored its losses are the same.
+
+Several processes: `accelerate launch --multi_gpu --num_processes N ...` (GPUs: NCCL; a machine without
+CUDA: the processes join over gloo on CPU). `accelerate launch --cpu` starts a single process unless MPI
+is set up.
 """
 from __future__ import annotations
 
