@@ -32,7 +32,7 @@ CHROMIUM_FLAGS = [
 SCREENSHOTS = REPO / "outputs" / "app"
 README_SCREENSHOT = REPO / "docs" / "app_screenshot.png"
 WAIT_S = 60
-STARTUP_S = 120  # importing torch and Gradio on a busy 2-core machine
+STARTUP_S = 180  # importing torch and Gradio on a busy 2-core machine
 
 
 def wait_until_serving(url: str, process: subprocess.Popen, log: Path) -> None:

@@ -134,16 +134,28 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_two_processes_sample_the_same_images_as_one(run, tmp_path):
-    args = ["sample", "--tokenizer", str(run / "tokenizer"), "--generator", str(run / "run" / "final"),
-            "--per-class", "3", "--batch", "2", "--precision", "fp32", "--seed", "4", "--no-images"]
-    assert main(args + ["-o", str(tmp_path / "one")]) == 0
+def launch_two(args: list[str]) -> None:
+    """`onetok ARGS` in 2 CPU processes (gloo) started by `accelerate launch`."""
     command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-               "--main_process_port", str(free_port()), "-m", "onetok.cli.main", *args, "-o", str(tmp_path / "two")]
+               "--main_process_port", str(free_port()), "-m", "onetok.cli.main", *args]
     env = os.environ | {"PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"}
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=180)
     assert result.returncode == 0, result.stderr[-3000:]
+
+
+def test_two_processes_write_the_tokens_and_samples_of_one(run, tmp_path):
+    launch_two(["pretokenize", "--tokenizer", str(run / "tokenizer"), str(run / "photos"), "-o", str(tmp_path / "tokens"),
+                "--flip", "--shard-size", "2", "--batch-size", "3", "--workers", "0"])
+    one, two = TokenDataset(run / "tokens"), TokenDataset(tmp_path / "tokens")
+    assert len(two.manifest["shards"]) == 3 and len(one) == len(two)
+    assert sorted(tuple(ids.tolist()) + (label,) for ids, label in one) == \
+        sorted(tuple(ids.tolist()) + (label,) for ids, label in two)
+
+    args = ["sample", "--tokenizer", str(run / "tokenizer"), "--generator", str(run / "run" / "final"),
+            "--per-class", "3", "--batch", "2", "--precision", "fp32", "--seed", "4", "--no-images"]
+    assert main(args + ["-o", str(tmp_path / "one")]) == 0
+    launch_two(args + ["-o", str(tmp_path / "two")])
     one = np.load(tmp_path / "one" / "samples_6x64x64x3.npz")["arr_0"]
     two = np.load(tmp_path / "two" / "samples_6x64x64x3.npz")["arr_0"]
     assert np.array_equal(one, two)

@@ -116,15 +116,15 @@ def evaluate_reconstruction(
     return broadcast_from_main(summary)
 
 
-def _summarise_reconstruction(results, model, reference_stats, kid_subsets, kid_subset_size) -> dict:
+def _summarise_reconstruction(results, model, reference_stats, kid_subsets, kid_subset_size):
+    """(summary dict, codebook usage or None, reference statistics) from the gathered per-image results."""
     real_feats = results.get("feat_real")
     ref = reference_stats if reference_stats is not None else FeatureStats.from_features(real_feats)
     kid_mean, kid_std = _kid(real_feats, results["feat_fake"], kid_subsets, kid_subset_size)
     per_image_psnr = results["psnr"].astype(np.float64)
     finite = per_image_psnr[np.isfinite(per_image_psnr)]
-    rfid = fid_from_features(ref if real_feats is None else real_feats, results["feat_fake"])
     metrics = {
-        "rfid": rfid,
+        "rfid": fid_from_features(ref if real_feats is None else real_feats, results["feat_fake"]),
         "kid_mean": kid_mean,
         "kid_std": kid_std,
         "inception_score": inception_score(results["logits_fake"], splits=1)[0] if "logits_fake" in results else None,
@@ -132,14 +132,6 @@ def _summarise_reconstruction(results, model, reference_stats, kid_subsets, kid_
         "ssim": float(results["ssim"].astype(np.float64).mean()),
         "lpips": float(results["lpips"].astype(np.float64).mean()) if "lpips" in results else None,
     }
-    notes = [] if "logits_fake" in results else [NO_IS_NOTE]
-    notes += _small_set_notes(len(per_image_psnr), results["feat_fake"].shape[1])
-    if "lpips" not in results:
-        notes.append("LPIPS not computed: no LPIPS weights were given.")
-    if reference_stats is not None:
-        notes.append("rFID against the given reference statistics; KID needs reference features, so it is left out.")
-    if len(finite) < len(per_image_psnr):
-        notes.append(f"PSNR mean over {len(finite)} images; {len(per_image_psnr) - len(finite)} were reproduced exactly.")
     usage = None
     if "ids" in results:
         usage = CodebookUsage(model.config.codebook_size)
@@ -151,7 +143,20 @@ def _summarise_reconstruction(results, model, reference_stats, kid_subsets, kid_
         "num_latent_tokens": model.config.num_latent_tokens,
         "codebook_size": None if model.config.is_vae else model.config.codebook_size,
     }
+    notes = _reconstruction_notes(results, reference_stats is not None, len(per_image_psnr) - len(finite))
     return {"metrics": metrics, "details": details, "notes": notes}, usage, ref
+
+
+def _reconstruction_notes(results, given_reference: bool, exact_images: int) -> list[str]:
+    notes = [] if "logits_fake" in results else [NO_IS_NOTE]
+    notes += _small_set_notes(*results["feat_fake"].shape)
+    if "lpips" not in results:
+        notes.append("LPIPS not computed: no LPIPS weights were given.")
+    if given_reference:
+        notes.append("rFID against the given reference statistics; KID needs reference features, so it is left out.")
+    if exact_images:
+        notes.append(f"PSNR averaged without the {exact_images} images reproduced exactly (infinite PSNR).")
+    return notes
 
 
 def _write_reconstruction_report(out_dir: Path, summary, results, dataset, model, grid_images, usage, ref) -> None:
