@@ -21,8 +21,9 @@ def _canvas(title: str) -> tuple[Image.Image, ImageDraw.ImageDraw]:
     return img, draw
 
 
-def _label_axes(draw: ImageDraw.ImageDraw, x_label: str, y_low: float, y_high: float) -> None:
-    draw.text((MARGIN, HEIGHT - MARGIN + 6), x_label, fill=AXIS_COLOUR)
+def _label_axes(draw: ImageDraw.ImageDraw, x_label: str, x_last: int, y_low: float, y_high: float) -> None:
+    draw.text((MARGIN, HEIGHT - MARGIN + 6), f"0  {x_label}", fill=AXIS_COLOUR)
+    draw.text((WIDTH - MARGIN - 24, HEIGHT - MARGIN + 6), str(x_last), fill=AXIS_COLOUR)
     draw.text((4, MARGIN - 6), f"{y_high:.3g}", fill=AXIS_COLOUR)
     draw.text((4, HEIGHT - MARGIN - 6), f"{y_low:.3g}", fill=AXIS_COLOUR)
 
@@ -48,7 +49,7 @@ def bar_chart(values: np.ndarray, path: str | os.PathLike, title: str, x_label: 
         x0 = MARGIN + i * step
         y0 = HEIGHT - MARGIN - (HEIGHT - 2 * MARGIN) * value / top
         draw.rectangle([x0, min(y0, HEIGHT - MARGIN - 1), max(x0, x0 + step - 1), HEIGHT - MARGIN - 1], fill=BAR_COLOUR)
-    _label_axes(draw, x_label, 0.0, top)
+    _label_axes(draw, x_label, len(values) - 1, 0.0, top)
     _save(img, path)
 
 
@@ -68,5 +69,5 @@ def line_chart(values: np.ndarray, path: str | os.PathLike, title: str, x_label:
         draw.line(points, fill=LINE_COLOUR, width=1)
     for x, y in points:
         draw.ellipse([x - 2, y - 2, x + 2, y + 2], fill=LINE_COLOUR)
-    _label_axes(draw, x_label, low, high)
+    _label_axes(draw, x_label, len(values) - 1, low, high)
     _save(img, path)
