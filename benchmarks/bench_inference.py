@@ -486,7 +486,8 @@ def main(argv=None) -> int:
             for name in ("imagebert", "uvitbert"):
                 fidelity.append(Fidelity(f"tiny {name}", "golden fixture", sampled_agreement=tiny_generator_agreement(name)))
 
-    cells = sorted(cells + roundtrip_cells(cells), key=lambda c: (c.model.removeprefix("generator_"), c.task, c.batch))
+    order = ["tokenize", "detokenize", "tokenize+detokenize", "generate"]
+    cells = sorted(cells + roundtrip_cells(cells), key=lambda c: (c.model.removeprefix("generator_"), order.index(c.task), c.batch))
     report = [
         "# onetok inference benchmark",
         "",

@@ -118,6 +118,7 @@ def test_samples_eval(setup, inception, tmp_path):
     # (the unbiased KID of a set against itself is slightly negative, not 0: only its presence is checked)
     assert abs(result["metrics"]["gfid"]) < 1e-3 and np.isfinite(result["metrics"]["kid_mean"])
     assert result["details"]["num_samples"] == 2 and (tmp_path / "gen" / "report.md").exists()
+    assert result["metrics"]["precision"] is None  # needs more than k=3 samples per set
 
 
 @pytest.mark.slow

@@ -66,7 +66,7 @@ def cmd_samples(args) -> int:
 
     result = evaluate_samples(
         args.samples, args.ref, args.batch_size, out_dir=args.output, inception=_inception(args),
-        is_splits=args.splits, kid=not args.no_kid, kid_subsets=args.kid_subsets,
+        is_splits=args.splits, reference_images=not args.stats_only, kid_subsets=args.kid_subsets,
         kid_subset_size=args.kid_subset_size, num_workers=args.num_workers,
     )
     if process_state().is_main_process:
@@ -131,13 +131,14 @@ def add_parser(subparsers) -> None:
     _kid_args(p)
     p.set_defaults(func=cmd_recon)
 
-    p = commands.add_parser("samples", help="gFID, IS, KID of generated samples")
+    p = commands.add_parser("samples", help="gFID, IS, KID, precision/recall of generated samples")
     p.add_argument("samples", help="ADM-style .npz (arr_0 uint8 N x H x W x 3) or a folder of images")
     p.add_argument("--ref", required=True, help=".npz with mu/sigma (e.g. VIRTUAL_imagenet256_labeled.npz) "
                    "or arr_0 images, or a folder of images")
     p.add_argument("-o", "--output", default="eval_samples")
     p.add_argument("--splits", type=int, default=10, help="Inception Score splits")
-    p.add_argument("--no-kid", action="store_true", help="skip KID (saves reading the reference images)")
+    p.add_argument("--stats-only", action="store_true",
+                   help="use only the reference's mu/sigma: no KID, precision, recall (saves reading its images)")
     _common(p, 50)
     _kid_args(p)
     p.set_defaults(func=cmd_samples)

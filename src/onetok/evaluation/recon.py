@@ -28,6 +28,7 @@ from onetok.evaluation.image_metrics import psnr, quantize_8bit, ssim
 from onetok.evaluation.inception import FIDInceptionV3, load_fid_inception
 from onetok.evaluation.inputs import UInt8Images, as_image_dataset
 from onetok.evaluation.lpips import LPIPS
+from onetok.evaluation.manifold import precision_recall
 from onetok.evaluation.plots import line_chart
 from onetok.evaluation.report import write_csv, write_json, write_markdown
 from onetok.evaluation.sharding import broadcast_from_main, process_state, sharded_map
@@ -246,7 +247,7 @@ def evaluate_samples(
     out_dir: str | os.PathLike | None = None,
     inception: FIDInceptionV3 | None = None,
     is_splits: int = 10,
-    kid: bool = True,
+    reference_images: bool = True,
     kid_subsets: int = 100,
     kid_subset_size: int = 1000,
     num_workers: int = 0,
@@ -255,31 +256,41 @@ def evaluate_samples(
 ) -> dict:
     """gFID, Inception Score and KID of generated samples (ADM `.npz` with `arr_0`, a folder of
     images, or a uint8 array) against a reference: `.npz` statistics (`mu`/`sigma`, e.g. the
-    ADM VIRTUAL_imagenet256_labeled.npz), an `.npz` of images, or a folder of images."""
+    ADM VIRTUAL_imagenet256_labeled.npz), an `.npz` of images, or a folder of images.
+
+    reference_images: also read the reference's images (when it has any) for KID, precision and
+    recall; FID uses its precomputed mu/sigma when present either way."""
     state = process_state()
     inception = _prepare(inception, state.device)
     sample_set = _sample_dataset(samples, None)
     fake = inception_outputs(sample_set, inception, batch_size, num_workers, "samples", progress)
-    ref_stats, ref_feats = _reference(reference, kid, sample_set, inception, batch_size, num_workers, progress)
+    ref_stats, ref_feats = _reference(reference, reference_images, sample_set, inception, batch_size, num_workers, progress)
     summary = None
     if state.is_main_process:
-        summary = _summarise_samples(fake, ref_stats, ref_feats, kid, is_splits, kid_subsets, kid_subset_size)
+        summary = _summarise_samples(fake, ref_stats, ref_feats, is_splits, kid_subsets, kid_subset_size)
         summary["details"].update(reference=str(reference), num_processes=state.num_processes)
         if out_dir is not None:
             _write_samples_report(Path(out_dir), summary, sample_set, grid_images)
     return broadcast_from_main(summary)
 
 
-def _summarise_samples(fake, ref_stats, ref_feats, kid, is_splits, kid_subsets, kid_subset_size) -> dict:
+def _precision_recall(real: np.ndarray | None, fake: np.ndarray, k: int = 3) -> tuple[float | None, float | None]:
+    if real is None or min(len(real), len(fake)) <= k:
+        return None, None
+    return precision_recall(real, fake, k)
+
+
+def _summarise_samples(fake, ref_stats, ref_feats, is_splits, kid_subsets, kid_subset_size) -> dict:
     count, dim = fake["feat"].shape
     gfid = fid_from_features(ref_feats if ref_stats is None else ref_stats, fake["feat"])
-    kid_mean, kid_std = _kid(ref_feats, fake["feat"], kid_subsets, kid_subset_size) if kid else (None, None)
+    kid_mean, kid_std = _kid(ref_feats, fake["feat"], kid_subsets, kid_subset_size)
     is_mean, is_std = inception_score(fake["logits"], min(is_splits, count)) if "logits" in fake else (None, None)
+    precision, recall = _precision_recall(ref_feats, fake["feat"])
     metrics = {"gfid": gfid, "inception_score": is_mean, "inception_score_std": is_std,
-               "kid_mean": kid_mean, "kid_std": kid_std}
+               "kid_mean": kid_mean, "kid_std": kid_std, "precision": precision, "recall": recall}
     notes = ([] if "logits" in fake else [NO_IS_NOTE]) + _small_set_notes(count, dim)
-    if kid and ref_feats is None:
-        notes.append("KID not computed: the reference holds statistics only, not images.")
+    if ref_feats is None:
+        notes.append("KID, precision and recall not computed: the reference holds statistics only, not images.")
     if dim < count < 50_000:
         notes.append(f"{count} samples: the paper's gFID uses 50,000; fewer samples inflate FID.")
     return {"metrics": metrics, "details": {"num_samples": count, "is_splits": is_splits}, "notes": notes}
@@ -294,7 +305,7 @@ def _write_samples_report(out_dir: Path, summary: dict, sample_set, grid_images:
                    {"Samples": "samples.png"}, summary["notes"], summary["details"])
 
 
-def _reference(reference, kid: bool, sample_set, inception, batch_size, num_workers, progress):
+def _reference(reference, read_images: bool, sample_set, inception, batch_size, num_workers, progress):
     """(precomputed statistics or None, features or None) of the reference set; the precomputed
     mu/sigma of an ADM reference batch are used for FID even when its images give KID features."""
     if isinstance(reference, FeatureStats):
@@ -305,7 +316,7 @@ def _reference(reference, kid: bool, sample_set, inception, batch_size, num_work
         with open_npz(path) as data:
             has_stats, has_images = "mu" in data and "sigma" in data, "arr_0" in data
         stats = load_stats(path) if has_stats else None
-        if stats is not None and not (kid and has_images):
+        if stats is not None and not (read_images and has_images):
             return stats, None
         ref_set = UInt8Images(npz_images(path))
     else:

@@ -37,8 +37,7 @@ def _num_to_mask(num_tokens: int, ratio: float, currently_masked: int) -> int:
     return max(1, min(currently_masked - 1, wanted))
 
 
-def _gumbel_noise(shape, like: torch.Tensor) -> torch.Tensor:
-    uniform = torch.zeros(shape, dtype=like.dtype, device=like.device).uniform_(0, 1)
+def _gumbel(uniform: torch.Tensor) -> torch.Tensor:
     return -torch.log((-torch.log(uniform.clamp(min=1e-20))).clamp(min=1e-20))
 
 
@@ -52,6 +51,29 @@ def _is_guided(cfg_scale, guidance_scale: float, progress: float, power: float) 
         return cfg_scale != 0
     host_scale = (guidance_scale - 1) * (1 - math.cos(progress**power * math.pi)) * 0.5 + 1
     return True if abs(host_scale) > 1e-3 else None
+
+
+class _SamplerNoise:
+    """The sampler's random draws, in the reference's order and shapes.
+
+    From the global RNG (the reference's stream), or with one generator per row, each row
+    drawing what a batch of one would: then a sample's ids do not depend on its batch.
+    """
+
+    def __init__(self, generators: list[torch.Generator] | None = None):
+        self.generators = generators
+
+    def class_drop_draws(self, batch: int, passes: int, device) -> None:
+        # the reference draws one uniform per row and forward pass even at drop prob 0 or 1
+        for rows in ([None] if self.generators is None else self.generators):
+            for _ in range(passes):
+                torch.rand(batch if rows is None else 1, generator=rows, device=device)
+
+    def gumbel(self, like: torch.Tensor) -> torch.Tensor:
+        if self.generators is None:
+            return _gumbel(torch.zeros_like(like).uniform_(0, 1))
+        rows = [torch.rand(like.shape[1:], generator=g, device=like.device) for g in self.generators]
+        return _gumbel(torch.stack(rows).to(like.dtype))
 
 
 class MaskGIT(HubMixin, nn.Module):
@@ -120,16 +142,11 @@ class MaskGIT(HubMixin, nn.Module):
     def guided_logits(self, ids, condition, cfg_scale, guidance_decay, batched: bool,
                       guided: bool | None = None) -> torch.Tensor:
         """Guided logits in float32; ``guided`` (whether cfg_scale != 0) saves a device read when known."""
-        b = condition.shape[0]
         if guided is None:
             guided = bool(cfg_scale != 0)
+        no_drop = torch.zeros(condition.shape[0], dtype=torch.bool, device=condition.device)
         if not guided:
-            torch.rand(b, device=condition.device)  # the reference's unused drop draw
-            return self.forward_with_drop(ids, condition, torch.zeros(b, dtype=torch.bool, device=condition.device)).float()
-        no_drop = torch.zeros(b, dtype=torch.bool, device=condition.device)
-        # two draws, as the reference's two forward passes make
-        torch.rand(b, device=condition.device)
-        torch.rand(b, device=condition.device)
+            return self.forward_with_drop(ids, condition, no_drop).float()
         if batched:
             both = self.forward_with_drop(
                 torch.cat([ids, ids]), torch.cat([condition, condition]), torch.cat([no_drop, ~no_drop])
@@ -154,13 +171,18 @@ class MaskGIT(HubMixin, nn.Module):
         softmax_temperature_annealing: bool = False,
         num_sample_steps: int = 8,
         batched_guidance: bool = True,
+        generators: list[torch.Generator] | None = None,
     ) -> torch.Tensor:
         """Class ids (B,) -> sampled code ids (B, K), drawing random numbers as the reference does.
 
         ``batched_guidance`` runs the conditional and unconditional passes as one
-        batch of 2B; the ids are the same, it is just faster.
+        batch of 2B; the ids are the same, it is just faster. ``generators`` (one per
+        row) make each row draw its own noise, as a batch of one would.
         """
         self._check_generate_args(condition, guidance_decay, num_sample_steps)
+        if generators is not None and len(generators) != condition.shape[0]:
+            raise GeneratorError(f"got {len(generators)} generators for {condition.shape[0]} rows")
+        noise = _SamplerNoise(generators)
         device = condition.device
         k = self.config.image_seq_len
         ids = torch.full((condition.shape[0], k), self.mask_token_id, device=device, dtype=torch.long)
@@ -177,11 +199,14 @@ class MaskGIT(HubMixin, nn.Module):
                 cfg_scale = (guidance_scale - 1) * scale_step + 1
 
             guided = _is_guided(cfg_scale, guidance_scale, step / num_sample_steps, guidance_scale_pow)
+            if guided is None:
+                guided = bool(cfg_scale != 0)
+            noise.class_drop_draws(condition.shape[0], 2 if guided else 1, device)
             logits = self.guided_logits(ids, condition, cfg_scale, guidance_decay, batched_guidance, guided)
             if softmax_temperature_annealing:
                 logits = logits / (0.5 + 0.8 * (1 - ratio))
 
-            sampled = (logits + temperature * _gumbel_noise(logits.shape, logits)).argmax(dim=-1)
+            sampled = (logits + temperature * noise.gumbel(logits)).argmax(dim=-1)
             sampled_logits = logits.gather(-1, sampled.unsqueeze(-1)).squeeze(-1)
             sampled = torch.where(is_mask, sampled, ids)
             confidence = torch.where(is_mask, sampled_logits, torch.inf)
@@ -189,7 +214,7 @@ class MaskGIT(HubMixin, nn.Module):
             # as the reference: the first row's mask count, kept on the device (no sync)
             wanted = math.floor(k * np.arccos(ratio) / (math.pi * 0.5))
             num_masked = (is_mask[0].sum() - 1).clamp(max=wanted).clamp(min=1)
-            confidence = confidence + temperature * _gumbel_noise(confidence.shape, confidence)
+            confidence = confidence + temperature * noise.gumbel(confidence)
             index = (num_masked - 1).expand(confidence.shape[0], 1)
             cut_off = confidence.sort(dim=-1).values.gather(-1, index)
             if step == num_sample_steps - 1:
