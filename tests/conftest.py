@@ -43,6 +43,15 @@ def sample_photos() -> list[np.ndarray]:
     return photos
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models on 2 shared cores: a second intra-op thread costs more than it saves."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)

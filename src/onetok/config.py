@@ -32,6 +32,11 @@ class ConfigError(ValueError):
     """A config tree that does not describe a valid model."""
 
 
+def _check_choice(name: str, value, choices) -> None:
+    if value not in choices:
+        raise ConfigError(f"{name} must be one of {tuple(choices)}, got {value!r}")
+
+
 def _section(tree: dict, *path: str) -> dict:
     node = tree
     for key in path:
@@ -66,13 +71,11 @@ class TiTokConfig:
     extra: dict = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self):
-        if self.quantize_mode not in QUANTIZE_MODES:
-            raise ConfigError(f"quantize_mode must be one of {QUANTIZE_MODES}, got {self.quantize_mode!r}")
+        _check_choice("quantize_mode", self.quantize_mode, QUANTIZE_MODES)
         if self.finetune_decoder and self.quantize_mode != "vq":
             raise ConfigError("finetune_decoder=True needs quantize_mode 'vq'")
         for key in ("vit_enc_model_size", "vit_dec_model_size"):
-            if getattr(self, key) not in VIT_SIZES:
-                raise ConfigError(f"{key} must be one of {sorted(VIT_SIZES)}, got {getattr(self, key)!r}")
+            _check_choice(key, getattr(self, key), VIT_SIZES)
         for key in ("vit_enc_patch_size", "vit_dec_patch_size"):
             if self.crop_size % getattr(self, key):
                 raise ConfigError(f"crop_size {self.crop_size} is not divisible by {key} {getattr(self, key)}")
@@ -163,10 +166,8 @@ class GeneratorConfig:
     extra: dict = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self):
-        if self.model_type not in GENERATOR_TYPES:
-            raise ConfigError(f"generator.model_type must be one of {GENERATOR_TYPES}, got {self.model_type!r}")
-        if self.guidance_decay not in GUIDANCE_DECAYS:
-            raise ConfigError(f"guidance_decay must be one of {GUIDANCE_DECAYS}, got {self.guidance_decay!r}")
+        _check_choice("generator.model_type", self.model_type, GENERATOR_TYPES)
+        _check_choice("guidance_decay", self.guidance_decay, GUIDANCE_DECAYS)
         if self.hidden_size % self.num_attention_heads:
             raise ConfigError("hidden_size must be divisible by num_attention_heads")
 

@@ -1,6 +1,5 @@
 """The CLI end to end on the golden ImageNet photos, and each bad input."""
 import json
-import os
 
 import numpy as np
 import pytest

@@ -17,19 +17,14 @@ from onetok.training.config import config_from_dict
 from onetok.training.generator_task import build_run
 from onetok.training.trainer import Trainer
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 REPO = Path(__file__).resolve().parents[2]
 GENERATOR = {"model_type": "ViT", "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
              "intermediate_size": 128, "dropout": 0.1, "attn_drop": 0.1, "num_steps": 4, "class_label_dropout": 0.1,
              "randomize_temperature": 1.0, "guidance_scale": 2.0, "guidance_decay": "linear"}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models: a second intra-op thread costs more in synchronisation than it saves on shared cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def save_tokenizer(folder, **vq_changes):

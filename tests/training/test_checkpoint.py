@@ -15,7 +15,9 @@ from onetok.training.checkpoint import (
 from onetok.training.trainer import Trainer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from toy import PhotoCrops, ToyTask, one_thread, toy_config  # noqa: E402,F401
+from toy import PhotoCrops, ToyTask, toy_config  # noqa: E402,F401
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

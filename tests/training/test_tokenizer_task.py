@@ -1,6 +1,5 @@
 """The tokenizer recipes end to end on real photos with tiny models: losses go down, stages chain."""
 import csv
-from pathlib import Path
 
 import numpy as np
 import pytest

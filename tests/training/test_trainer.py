@@ -13,7 +13,9 @@ from safetensors.torch import load_file
 from onetok.training.trainer import EpochBatchSampler, Task, Trainer, TrainingError
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from toy import PhotoCrops, ToyTask, one_thread, save_photos, toy_config  # noqa: E402,F401
+from toy import PhotoCrops, ToyTask, save_photos, toy_config  # noqa: E402,F401
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -12,7 +12,7 @@ _EXPORTS = {
     "LPIPS": "lpips", "load_lpips": "lpips",
     "CodebookUsage": "codebook", "codebook_usage": "codebook",
     "evaluate_reconstruction": "recon", "evaluate_samples": "recon", "compute_reference_stats": "recon",
-    "measure_throughput": "throughput",
+    "measure_throughput": "throughput", "precision_recall": "manifold",
 }
 __all__ = sorted(_EXPORTS)
 
