@@ -12,7 +12,7 @@ from onetok.evaluation.baselines import thumbnail_baseline, thumbnail_side
 
 def test_thumbnail_baseline_spends_the_byte_budget(sample_photos):
     assert thumbnail_side(48) == 4 and thumbnail_side(32) == 3
-    images = torch.stack([torch.from_numpy(np.asarray(Image.fromarray(p).resize((64, 64)))).permute(2, 0, 1) / 255
+    images = torch.stack([torch.from_numpy(np.array(Image.fromarray(p).resize((64, 64)))).permute(2, 0, 1) / 255
                           for p in sample_photos[:2]])
     thumbs, side = thumbnail_baseline(images, 48)
     assert side == 4 and thumbs.shape == images.shape
