@@ -32,7 +32,7 @@ from PIL import Image, ImageDraw
 from onetok import MaskGIT, TiTok
 from onetok.data.images import atomic_write_bytes, load_image, pil_to_tensor, resize_center_crop
 from onetok.fast import compile_model, use_channels_last
-from onetok.precision import autocast, has_fast_bf16
+from onetok.precision import autocast, cpu_flags, has_fast_bf16
 from onetok.sampling import default_sampling
 
 REPO = Path(__file__).resolve().parents[1]
@@ -66,19 +66,23 @@ def take(items: torch.Tensor, batch: int) -> torch.Tensor:
 # ---------------------------------------------------------------- measuring
 
 class PeakMemory:
-    """Peak memory a block adds: the CUDA allocator's peak, or resident set size sampled every 2 ms on CPU."""
+    """Peak memory a block adds: the CUDA allocator's peak, or on CPU the C heap's bytes in use
+    (glibc mallinfo2, where torch's CPU tensors live; resident set size elsewhere), sampled every 2 ms."""
 
     def __init__(self, device: torch.device):
         self.device, self.mib = device, 0.0
 
     @staticmethod
-    def _rss() -> int:
+    def _in_use() -> int:
+        if _MALLINFO2 is not None:
+            info = _MALLINFO2()
+            return info.uordblks + info.hblkhd  # heap chunks + mmapped chunks in use
         with open("/proc/self/statm") as f:
             return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
     def _poll(self) -> None:
         while not self._done.wait(0.002):
-            self._peak = max(self._peak, self._rss())
+            self._peak = max(self._peak, self._in_use())
 
     def __enter__(self):
         if self.device.type == "cuda":
@@ -86,7 +90,7 @@ class PeakMemory:
             torch.cuda.reset_peak_memory_stats()
             self._start = torch.cuda.memory_allocated()
             return self
-        self._start = self._peak = self._rss()
+        self._start = self._peak = self._in_use()
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._poll, daemon=True)
         self._thread.start()
@@ -99,8 +103,26 @@ class PeakMemory:
         else:
             self._done.set()
             self._thread.join()
-            peak = max(self._peak, self._rss())
+            peak = max(self._peak, self._in_use())
         self.mib = (peak - self._start) / 2**20
+
+
+def _load_mallinfo2():
+    import ctypes
+
+    class MallInfo2(ctypes.Structure):
+        names = "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost"
+        _fields_ = [(name, ctypes.c_size_t) for name in names.split()]
+
+    try:
+        function = ctypes.CDLL("libc.so.6").mallinfo2
+    except (OSError, AttributeError):
+        return None
+    function.restype = MallInfo2
+    return function
+
+
+_MALLINFO2 = _load_mallinfo2()
 
 
 def timed(fn, device: torch.device) -> tuple[float, float, torch.Tensor]:
@@ -212,7 +234,8 @@ def bench_generator(label: str, model: MaskGIT, steps: int, args, device) -> lis
 
     cells: list[Cell] = []
     for batch in args.batches:
-        condition = (torch.tensor(CLASSES)[torch.arange(batch) % len(CLASSES)] % model.config.condition_num_classes).to(device)
+        classes = take(torch.tensor(CLASSES), batch) % model.config.condition_num_classes
+        condition = classes.to(device)
         cell = Cell(label, "generate", batch, skipped=too_slow(cells, "generate", batch, args.max_cell_seconds))
         if not cell.skipped:
             measure(cell, lambda: sample(model, condition, batched=False),
@@ -328,7 +351,8 @@ def roundtrip_cells(cells: list[Cell]) -> list[Cell]:
     """tokenize + detokenize of the same batch, as one derived cell (times add)."""
     out = []
     for tok in (c for c in cells if c.task == "tokenize" and c.ref_s):
-        dec = next((c for c in cells if c.task == "detokenize" and c.model == tok.model and c.batch == tok.batch and c.ref_s), None)
+        same = (c for c in cells if c.task == "detokenize" and (c.model, c.batch) == (tok.model, tok.batch))
+        dec = next((c for c in same if c.ref_s), None)
         if dec:
             out.append(Cell(tok.model, "tokenize+detokenize", tok.batch,
                             [statistics.median(tok.ref_s) + statistics.median(dec.ref_s)],
@@ -355,21 +379,25 @@ def target_lines(cells: list[Cell], fidelity: list[Fidelity]) -> list[str]:
         goal = TARGETS.get(c.task)
         if goal is None or c.batch != 8 or c.skipped:
             continue
-        verdict = "met" if c.ratio >= goal else f"missed by {goal - c.ratio:.2f}x ({100 * (1 - c.ratio / goal):.0f}% short)"
+        short = f"missed by {goal - c.ratio:.2f}x ({100 * (1 - c.ratio / goal):.0f}% short)"
+        verdict = "met" if c.ratio >= goal else short
         lines.append(f"| {c.task} >= {goal:.0f}x | {c.model} | {c.ratio:.2f}x | {verdict} |")
     for f in fidelity:
         if f.agreement is not None:
             ok = f.agreement >= MIN_AGREEMENT
             verdict = "met" if ok else f"missed by {100 * (MIN_AGREEMENT - f.agreement):.1f} points"
-            lines.append(f"| identical token ids >= 97% | {f.model} ({f.weights}) | {100 * f.agreement:.1f}% | {verdict} |")
+            lines.append(f"| identical token ids >= 97% | {f.model} ({f.weights}) | "
+                         f"{100 * f.agreement:.1f}% | {verdict} |")
         if f.psnr_e2e is not None:
             verdict = "met" if f.psnr_e2e >= MIN_PSNR else f"missed by {MIN_PSNR - f.psnr_e2e:.1f} dB"
-            lines.append(f"| reconstruction PSNR vs fp32 >= 35 dB | {f.model} ({f.weights}) | {f.psnr_e2e:.1f} dB | {verdict} |")
+            lines.append(f"| reconstruction PSNR vs fp32 >= 35 dB | {f.model} ({f.weights}) | "
+                         f"{f.psnr_e2e:.1f} dB | {verdict} |")
     return lines
 
 
 def fidelity_table(fidelity: list[Fidelity]) -> list[str]:
-    lines = ["| model | weights | identical token ids | PSNR fast vs fp32 recon (end to end) | PSNR (same ids, decoder only) | identical sampled ids |",
+    lines = ["| model | weights | identical token ids | PSNR fast vs fp32 recon (end to end) "
+             "| PSNR (same ids, decoder only) | identical sampled ids |",
              "|---|---|---:|---:|---:|---:|"]
     for f in fidelity:
         agree = None if f.agreement is None else 100 * f.agreement
@@ -382,8 +410,9 @@ def fidelity_table(fidelity: list[Fidelity]) -> list[str]:
 def machine_line(device: torch.device) -> str:
     if device.type == "cuda":
         return f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}"
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), platform.processor())
-    flags = open("/proc/cpuinfo").read()
+    flags = cpu_flags()
+    names = [line.split(":", 1)[1].strip() for line in flags.splitlines() if line.startswith("model name")]
+    cpu = names[0] if names else platform.processor()
     isa = [name for name in ("amx_bf16", "avx512_bf16") if name in flags]
     return (f"{cpu}, {torch.get_num_threads()} threads, torch {torch.__version__}, "
             f"bf16 ISA: {', '.join(isa) or 'none'} (fast bf16: {has_fast_bf16(device)})")
@@ -391,7 +420,7 @@ def machine_line(device: torch.device) -> str:
 
 def bar_chart(cells: list[Cell], path: Path) -> None:
     """Fast / fp32 ratio per measured cell, with the targets drawn as ticks."""
-    shown = [c for c in cells if not c.skipped and c.task in ("tokenize", "detokenize", "tokenize+detokenize", "generate")]
+    shown = [c for c in cells if not c.skipped]
     if not shown:
         return
     row, left, width = 22, 260, 520
@@ -478,16 +507,20 @@ def main(argv=None) -> int:
         log("fidelity: trained tokenizer and golden tiny fixtures")
         trained = load_trained(args.trained, device)
         if trained is not None:
-            fidelity.append(tokenizer_fidelity(args.trained.name, "trained", trained, real_photos(trained.config.crop_size), device))
+            photos = real_photos(trained.config.crop_size)
+            fidelity.append(tokenizer_fidelity(args.trained.name, "trained", trained, photos, device))
         if (SHARED / "golden" / "tiny").exists():
             for name in ("titok_vq_twostage", "titok_vq_pixel"):
                 model, _ = golden_tiny(name, "titok")
-                fidelity.append(tokenizer_fidelity(f"tiny {name}", "golden fixture", model, real_photos(model.config.crop_size), device))
+                photos = real_photos(model.config.crop_size)
+                fidelity.append(tokenizer_fidelity(f"tiny {name}", "golden fixture", model, photos, device))
             for name in ("imagebert", "uvitbert"):
-                fidelity.append(Fidelity(f"tiny {name}", "golden fixture", sampled_agreement=tiny_generator_agreement(name)))
+                agreement = tiny_generator_agreement(name)
+                fidelity.append(Fidelity(f"tiny {name}", "golden fixture", sampled_agreement=agreement))
 
     order = ["tokenize", "detokenize", "tokenize+detokenize", "generate"]
-    cells = sorted(cells + roundtrip_cells(cells), key=lambda c: (c.model.removeprefix("generator_"), order.index(c.task), c.batch))
+    cells = sorted(cells + roundtrip_cells(cells),
+                   key=lambda c: (c.model.removeprefix("generator_"), order.index(c.task), c.batch))
     report = [
         "# onetok inference benchmark",
         "",
