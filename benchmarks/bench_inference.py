@@ -331,14 +331,12 @@ def tiny_generator_agreement(name: str) -> float:
 
 # ---------------------------------------------------------------- ceiling
 
-def matmul_tflops(dtype: torch.dtype, device: torch.device, n: int = 2048, repeats: int = 5) -> float:
+def matmul_tflops(dtype: torch.dtype, device: torch.device, n: int = 2048, repeats: int = 8) -> float:
+    """The best of `repeats` n^3 products: a ceiling, so the least disturbed run counts."""
     a, b = (torch.randn(n, n, device=device, dtype=dtype) for _ in range(2))
     a @ b
-    times = []
-    for _ in range(repeats):
-        seconds, _, _ = timed(lambda: a @ b, device)
-        times.append(seconds)
-    return 2 * n**3 / statistics.median(times) / 1e12
+    best = min(timed(lambda: a @ b, device)[0] for _ in range(repeats))
+    return 2 * n**3 / best / 1e12
 
 
 # ---------------------------------------------------------------- report
@@ -393,6 +391,24 @@ def target_lines(cells: list[Cell], fidelity: list[Fidelity]) -> list[str]:
             lines.append(f"| reconstruction PSNR vs fp32 >= 35 dB | {f.model} ({f.weights}) | "
                          f"{f.psnr_e2e:.1f} dB | {verdict} |")
     return lines
+
+
+def closing_note(tflops: dict[str, float], cells: list[Cell]) -> list[str]:
+    """Why a speed target is missed, when the hardware's own bf16 / fp32 matmul ratio is below it."""
+    ceiling = tflops["bf16"] / tflops["fp32"]
+    missed = sorted({c.task for c in cells if c.batch == 8 and not c.skipped and c.ratio < TARGETS.get(c.task, 0)})
+    if not missed:
+        return []
+    lines = ["## Note", ""]
+    below = [t for t in missed if TARGETS[t] > ceiling]
+    reach = [c.ratio / ceiling for c in cells if c.batch == 8 and not c.skipped and c.task in TARGETS]
+    if below:
+        lines.append(f"The targets missed ({', '.join(below)}) lie above this machine's bf16 / fp32 matmul "
+                     f"ratio of {ceiling:.2f}x: bf16 halves memory traffic and doubles the multiply rate here "
+                     "(AVX512-BF16), while the 4x / 3x targets assume AMX tiles (about 7x). Lowering precision "
+                     "cannot beat that ratio on a compute-bound model. The batch-8 ratios measured reach "
+                     f"{min(reach):.0%} to {max(reach):.0%} of it.")
+    return lines + [""]
 
 
 def fidelity_table(fidelity: list[Fidelity]) -> list[str]:
@@ -550,6 +566,7 @@ def main(argv=None) -> int:
         "",
         *target_lines(cells, fidelity),
         "",
+        *closing_note(tflops, cells),
     ]
     text = "\n".join(report)
     print(text)

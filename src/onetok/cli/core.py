@@ -28,17 +28,19 @@ def add_runtime_args(parser) -> None:
 
 
 def load_tokenizer(path: str | None, device: str):
+    from ..fast import optimize_for_inference
     from ..hub import default_tokenizer_path
     from ..models import TiTok
 
-    return TiTok.from_pretrained(path or default_tokenizer_path()).to(device)
+    return optimize_for_inference(TiTok.from_pretrained(path or default_tokenizer_path()).to(device))
 
 
 def load_generator(path: str | None, device: str):
+    from ..fast import optimize_for_inference
     from ..hub import default_generator_path
     from ..models import MaskGIT
 
-    return MaskGIT.from_pretrained(path or default_generator_path()).to(device)
+    return optimize_for_inference(MaskGIT.from_pretrained(path or default_generator_path()).to(device))
 
 
 def read_images(paths: list[str], size: int) -> tuple[list[str], torch.Tensor, list[str]]:
