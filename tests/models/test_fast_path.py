@@ -110,3 +110,24 @@ def test_sampling_loop_never_reads_the_device(monkeypatch):
         model.generate(torch.tensor([1, 2]), guidance_decay="power-cosine", num_sample_steps=steps)
         counts.append(len(reads))
     assert counts[0] == counts[1]
+
+
+def test_precision_option_on_the_python_api(golden_images):
+    from onetok import MaskGIT, TiTok
+    from onetok.data.images import load_image
+
+    torch.manual_seed(0)
+    model = TiTok.from_config("titok_tiny").eval()
+    images = torch.stack([load_image(p, 64) for p in golden_images])
+    exact = model.tokenize(images)
+    assert torch.equal(exact, model.tokenize(images, precision="fp32"))
+    fast = model.tokenize(images, precision="bf16")
+    assert fast.shape == exact.shape and fast.dtype == torch.long
+    recon = model.detokenize(exact, precision="bf16")
+    assert recon.dtype == torch.float32 and recon.shape == images.shape
+    assert (recon - model.detokenize(exact)).abs().max() < 0.1
+
+    generator = MaskGIT.from_config("generator_titok_tiny").eval()
+    torch.manual_seed(3)
+    ids = generator.generate(torch.tensor([1, 2]), num_sample_steps=4, precision="bf16")
+    assert ids.shape == (2, 32) and int(ids.max()) < generator.config.codebook_size

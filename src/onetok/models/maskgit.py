@@ -14,6 +14,7 @@ from torch import nn
 
 from ..config import GUIDANCE_DECAYS, GeneratorConfig
 from ..hub import HubMixin
+from ..precision import autocast
 
 
 class GeneratorError(ValueError):
@@ -172,12 +173,14 @@ class MaskGIT(HubMixin, nn.Module):
         num_sample_steps: int = 8,
         batched_guidance: bool = True,
         generators: list[torch.Generator] | None = None,
+        precision: str = "fp32",
     ) -> torch.Tensor:
         """Class ids (B,) -> sampled code ids (B, K), drawing random numbers as the reference does.
 
         ``batched_guidance`` runs the conditional and unconditional passes as one
         batch of 2B; the ids are the same, it is just faster. ``generators`` (one per
-        row) make each row draw its own noise, as a batch of one would.
+        row) make each row draw its own noise, as a batch of one would. ``precision``
+        "bf16" / "auto" runs the transformer under bfloat16 autocast (logits combined in float32).
         """
         self._check_generate_args(condition, guidance_decay, num_sample_steps)
         if generators is not None and len(generators) != condition.shape[0]:
@@ -202,7 +205,8 @@ class MaskGIT(HubMixin, nn.Module):
             if guided is None:
                 guided = bool(cfg_scale != 0)
             noise.class_drop_draws(condition.shape[0], 2 if guided else 1, device)
-            logits = self.guided_logits(ids, condition, cfg_scale, guidance_decay, batched_guidance, guided)
+            with autocast(precision, device):
+                logits = self.guided_logits(ids, condition, cfg_scale, guidance_decay, batched_guidance, guided)
             if softmax_temperature_annealing:
                 logits = logits / (0.5 + 0.8 * (1 - ratio))
 

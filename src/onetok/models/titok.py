@@ -8,6 +8,7 @@ from torch import nn
 
 from ..config import VIT_SIZES, TiTokConfig, VQGANConfig
 from ..hub import HubMixin
+from ..precision import autocast
 from .quantizers import DiagonalGaussianPosterior, VectorQuantizer
 from .vit import ResidualAttentionBlock, init_reference_weights
 from .vqgan import VQGANDecoder
@@ -200,19 +201,25 @@ class TiTok(HubMixin, nn.Module):
         return ids.long()
 
     @torch.no_grad()
-    def tokenize(self, images: torch.Tensor) -> torch.Tensor:
-        """Images (B, 3, H, W) in [0, 1] -> ids (B, K); VAE: posterior means (B, K, C)."""
+    def tokenize(self, images: torch.Tensor, precision: str = "fp32") -> torch.Tensor:
+        """Images (B, 3, H, W) in [0, 1] -> ids (B, K); VAE: posterior means (B, K, C).
+
+        ``precision`` "bf16" (or "auto") runs the ViT under bfloat16 autocast; the
+        nearest-code search stays float32.
+        """
         self.check_images(images)
-        z = self.encoder(images.to(self.latent_tokens.dtype), self.latent_tokens)
+        with autocast(precision, images.device):
+            z = self.encoder(images.to(self.latent_tokens.dtype), self.latent_tokens)
         if self.config.is_vae:
             return rearrange(DiagonalGaussianPosterior(z).mode(), "b c 1 k -> b k c")
         return self.quantize(z)[1]["min_encoding_indices"].reshape(images.shape[0], -1)
 
     @torch.no_grad()
-    def detokenize(self, tokens: torch.Tensor) -> torch.Tensor:
+    def detokenize(self, tokens: torch.Tensor, precision: str = "fp32") -> torch.Tensor:
         """Ids (B, K) (or VAE latents) -> images (B, 3, H, W) clamped to [0, 1]."""
         if not self.config.finetune_decoder and self.config.is_legacy:
             raise TokenizerError(
                 "a stage-1 model predicts proxy codes, not pixels: decode its logits with a MaskGIT-VQGAN"
             )
-        return self.decode_tokens(self.check_tokens(tokens)).float().clamp(0.0, 1.0)
+        with autocast(precision, tokens.device):
+            return self.decode_tokens(self.check_tokens(tokens)).float().clamp(0.0, 1.0)
