@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from onetok.evaluation.image_metrics import psnr as image_psnr
 from onetok.data.images import make_grid, pil_to_tensor, resize_center_crop, tensor_to_uint8, to_rgb
 
 MAX_UPLOAD_MB = 10
@@ -115,9 +116,9 @@ class Reconstruction:
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    """Peak signal-to-noise ratio of two uint8 images in dB (inf when equal)."""
-    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return math.inf if mse == 0 else float(10 * np.log10(255.0**2 / mse))
+    """Peak signal-to-noise ratio of two uint8 HWC images in dB (inf when equal)."""
+    as_batch = (torch.from_numpy(np.ascontiguousarray(x)).permute(2, 0, 1)[None].double() / 255 for x in (a, b))
+    return float(image_psnr(*as_batch)[0])
 
 
 def bytes_per_image(num_tokens: int, codebook_size: int) -> int:
