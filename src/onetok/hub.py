@@ -7,7 +7,6 @@ Hugging Face cache first. Models get ``from_pretrained`` / ``from_config`` /
 """
 from __future__ import annotations
 
-import io
 import json
 import os
 from pathlib import Path
@@ -16,7 +15,7 @@ from typing import Any
 import torch
 
 from .config import HUB_IDS, PRESETS, ConfigError, preset
-from .data.images import atomic_write_bytes
+from .data.images import atomic_torch_save, atomic_write_bytes
 
 CONFIG_NAME = "config.json"
 SAFETENSORS_NAME = "model.safetensors"
@@ -127,9 +126,7 @@ def write_checkpoint(model: torch.nn.Module, config_tree: dict, folder: str | os
         atomic_write_bytes(folder / SAFETENSORS_NAME, save(state, metadata={"format": "pt"}))
         (folder / BIN_NAME).unlink(missing_ok=True)
     else:
-        buf = io.BytesIO()
-        torch.save(state, buf)
-        atomic_write_bytes(folder / BIN_NAME, buf.getvalue())
+        atomic_torch_save(state, folder / BIN_NAME)
         (folder / SAFETENSORS_NAME).unlink(missing_ok=True)
     atomic_write_bytes(folder / CONFIG_NAME, (json.dumps(config_tree, indent=2) + "\n").encode())
     return folder

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from ..evaluation.image_metrics import psnr
-from ..data.images import ImageReadError, atomic_write_bytes, load_image, make_grid, open_rgb, save_image
+from ..data.images import ImageReadError, atomic_save_npy, atomic_write_bytes, load_image, make_grid, open_rgb, save_image
 from ..precision import PRECISIONS, autocast, resolve_precision
 
 
@@ -99,11 +99,7 @@ def cmd_tokenize(args) -> int:
     paths, images, errors = read_images(args.images, model.config.crop_size)
     ids = batched(model.tokenize, images, args.batch_size, args.device, precision)
     if out.suffix == ".npy":
-        import io
-
-        buf = io.BytesIO()
-        np.save(buf, ids.numpy())
-        atomic_write_bytes(out, buf.getvalue())
+        atomic_save_npy(out, ids.numpy())
     else:
         record = {"model": str(args.model or "default"), "num_tokens": model.config.num_latent_tokens,
                   "codebook_size": model.config.codebook_size,

@@ -84,6 +84,22 @@ def _umask() -> int:
     return mask
 
 
+def atomic_save_npy(path: str | os.PathLike, array: np.ndarray) -> None:
+    import io
+
+    buf = io.BytesIO()
+    np.save(buf, array)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def atomic_torch_save(obj, path: str | os.PathLike) -> None:
+    import io
+
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
 def save_image(image: torch.Tensor | np.ndarray | Image.Image, path: str | os.PathLike) -> None:
     """Save one image atomically; the format follows the file suffix."""
     import io

@@ -7,7 +7,6 @@ it tells the trainer how many were skipped, whatever worker or process read them
 """
 from __future__ import annotations
 
-import io
 import json
 import logging
 import os
@@ -19,7 +18,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset, Sampler
 
-from .images import ImageReadError, atomic_write_bytes, open_rgb, pil_to_tensor, tensor_to_uint8
+from .images import ImageReadError, atomic_save_npy, atomic_write_bytes, open_rgb, pil_to_tensor, tensor_to_uint8
 from .transforms import sample_generator
 
 logger = logging.getLogger("onetok.data")
@@ -253,16 +252,10 @@ def predecode(source: str | os.PathLike, size: int, out_path: str | os.PathLike)
         labels.append(sample["label"])
     out_path = Path(out_path)
     labels_path, classes_path = array_sidecars(out_path)
-    _save_npy(labels_path, np.asarray(labels, dtype=np.int64))
+    atomic_save_npy(labels_path, np.asarray(labels, dtype=np.int64))
     atomic_write_bytes(classes_path, json.dumps(list(dataset.classes)).encode())
-    _save_npy(out_path, np.stack(images))
+    atomic_save_npy(out_path, np.stack(images))
     return out_path
-
-
-def _save_npy(path: Path, array: np.ndarray) -> None:
-    buf = io.BytesIO()
-    np.save(buf, array)
-    atomic_write_bytes(path, buf.getvalue())
 
 
 def is_shard_spec(spec: str) -> bool:

@@ -13,7 +13,6 @@ once its tokens file exists: it is written atomically, after its labels.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import re
@@ -24,7 +23,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .images import atomic_write_bytes
+from .images import atomic_save_npy, atomic_write_bytes
 
 MANIFEST = "manifest.json"
 _SHARD = re.compile(r"tokens-(\d{5})\.npy$")
@@ -48,12 +47,6 @@ def token_dtype(codebook_size: int) -> np.dtype:
     return np.dtype(np.uint16) if codebook_size <= 2**16 else np.dtype(np.int32)
 
 
-def _save_npy(path: Path, array: np.ndarray) -> None:
-    buf = io.BytesIO()
-    np.save(buf, array)
-    atomic_write_bytes(path, buf.getvalue())
-
-
 def shard_paths(root: Path, index: int) -> tuple[Path, Path]:
     return root / f"tokens-{index:05d}.npy", root / f"labels-{index:05d}.npy"
 
@@ -67,8 +60,8 @@ def save_token_shard(root: str | os.PathLike, index: int, ids: torch.Tensor | np
     if ids.size and (ids.min() < 0 or ids.max() >= codebook_size):
         raise TokenDatasetError(f"token ids must lie in [0, {codebook_size}), got [{ids.min()}, {ids.max()}]")
     tokens_path, labels_path = shard_paths(Path(root), index)
-    _save_npy(labels_path, labels)
-    _save_npy(tokens_path, ids.astype(token_dtype(codebook_size)))
+    atomic_save_npy(labels_path, labels)
+    atomic_save_npy(tokens_path, ids.astype(token_dtype(codebook_size)))
     return tokens_path
 
 

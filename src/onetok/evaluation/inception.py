@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from onetok.data.images import atomic_torch_save
+
 FID_WEIGHTS_URL = (
     "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/"
     "pt_inception-2015-12-05-6726825d.pth"
@@ -339,18 +341,8 @@ def converted_wheel_state_dict() -> dict[str, torch.Tensor]:
             f"{FID_WEIGHTS_NAME} is not in {cache_dir()}"
         )
     state = convert_torchscript_state_dict(load_torchscript(source).state_dict())
-    _atomic_torch_save(state, cached)
+    atomic_torch_save(state, cached)
     return state
-
-
-def _atomic_torch_save(obj, path: Path) -> None:
-    import io
-
-    from onetok.data.images import atomic_write_bytes
-
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    atomic_write_bytes(path, buf.getvalue())
 
 
 # TorchScript block name -> ours, and per block the TorchScript conv names in our branch order.
