@@ -11,8 +11,8 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from onetok.data.images import load_image, pil_to_tensor, resize_center_crop
+from onetok.data.sources import IMAGE_EXTENSIONS, DatasetError, scan_folder
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
 
 
 class EvalInputError(ValueError):
@@ -20,14 +20,12 @@ class EvalInputError(ValueError):
 
 
 def list_images(folder: str | os.PathLike) -> list[Path]:
-    """Image files under a folder (recursively), in sorted order."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise EvalInputError(f"{folder}: not a folder")
-    paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-    if not paths:
-        raise EvalInputError(f"{folder}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
-    return paths
+    """Image files under a folder (recursively, as the training data layer finds them), sorted."""
+    try:
+        samples, _ = scan_folder(folder)
+    except DatasetError as err:
+        raise EvalInputError(str(err)) from None
+    return [Path(path) for path, _ in samples]
 
 
 class ImageFiles(Dataset):
@@ -96,7 +94,7 @@ def as_image_dataset(data, size: int, limit: int | None = None) -> Dataset:
         path = Path(data)
         if path.is_dir():
             dataset = ImageFiles(list_images(path), size)
-        elif path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
+        elif path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS:
             dataset = ImageFiles([path], size)
         else:
             raise EvalInputError(f"{path}: not a folder of images or an image file")
