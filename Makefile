@@ -26,14 +26,21 @@ test: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python -m onetok.cli.demo $(if $(IMAGES),--images $(IMAGES),)
 
-# Reproduce the shipped default tokenizer from nothing (photos install offline from Debian).
-VAL := $(HOME)/.cache/onetok/datasets/debian-photos/val-128.npy
+# Reproduce the shipped default tokenizer and generator from nothing (photos install offline from Debian).
+PHOTOS := $(HOME)/.cache/onetok/datasets/debian-photos
+VAL := $(PHOTOS)/val-128.npy
 default-model: $(STAMP)
 	$(BIN)/onetok datasets fetch debian-photos --predecode 128 --predecode 256
 	rm -rf outputs/default_tokenizer
 	$(BIN)/onetok train tokenizer configs/default_tokenizer.yaml
 	$(BIN)/python -m onetok.cli.model_card tokenizer outputs/default_tokenizer --val $(VAL) \
 		--dest src/onetok/assets/default_tokenizer
+	rm -rf outputs/tokens/default outputs/default_generator
+	$(BIN)/onetok pretokenize --tokenizer src/onetok/assets/default_tokenizer $(PHOTOS)/train --flip -o outputs/tokens/default
+	$(BIN)/onetok train generator configs/default_generator.yaml
+	$(BIN)/python -m onetok.cli.model_card generator outputs/default_generator --val $(VAL) \
+		--train $(PHOTOS)/train-128.npy --tokenizer src/onetok/assets/default_tokenizer \
+		--dest src/onetok/assets/default_generator
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_inference.py

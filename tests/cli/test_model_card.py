@@ -2,10 +2,11 @@
 import json
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
-from onetok import TiTok
+from onetok import MaskGIT, TiTok
 from onetok.cli.model_card import main
 from onetok.evaluation.baselines import thumbnail_baseline, thumbnail_side
 
@@ -34,3 +35,31 @@ def test_card_compares_with_the_thumbnail(tmp_path, sample_photos):
     loaded = TiTok.from_pretrained(tmp_path / "asset")
     assert loaded.latent_tokens.dtype == torch.float32
     assert (tmp_path / "asset" / "heldout_reconstructions.png").is_file()
+
+
+def test_generator_card_scores_samples_beside_reference_rows(tmp_path, sample_photos):
+    torch.manual_seed(0)
+    tokenizer = TiTok.from_config("titok_tiny")
+    tokenizer.save_pretrained(tmp_path / "tokenizer")
+    MaskGIT.from_config("generator_titok_tiny").save_pretrained(tmp_path / "run" / "final")
+    size = tokenizer.config.crop_size
+    photos = np.stack([np.asarray(Image.fromarray(p).resize((size, size))) for p in sample_photos])
+    np.save(tmp_path / "val.npy", photos)
+    np.save(tmp_path / "val.labels.npy", np.arange(len(photos)) % 2)
+    np.save(tmp_path / "train.npy", photos[::-1].copy())
+    assert main(["generator", str(tmp_path / "run"), "--val", str(tmp_path / "val.npy"), "--train",
+                 str(tmp_path / "train.npy"), "--tokenizer", str(tmp_path / "tokenizer"), "--per-class", "2",
+                 "--dest", str(tmp_path / "asset")]) == 0
+    result = json.loads((tmp_path / "asset" / "metrics.json").read_text())
+    assert result["num_samples"] == 4 and result["num_classes"] == 2
+    assert set(result["metrics"]) == {"samples", "train photos", "train reconstructions"}
+    # real photos sit closer to other real photos than a random model's samples do
+    assert result["metrics"]["train photos"]["fid"] < result["metrics"]["samples"]["fid"]
+    assert MaskGIT.from_pretrained(tmp_path / "asset").config.image_seq_len == tokenizer.config.num_latent_tokens
+    assert (tmp_path / "asset" / "samples.png").is_file() and "KID" in (tmp_path / "asset" / "README.md").read_text()
+
+
+def test_generator_card_needs_its_tokenizer(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["generator", str(tmp_path), "--val", "v.npy", "--dest", str(tmp_path / "d")])
+    assert "--tokenizer" in capsys.readouterr().err

@@ -101,3 +101,28 @@ def test_vqgan_teacher_training(tmp_path, photo_folder):
     assert improved(losses)
     teacher = MaskGITVQGAN.from_pretrained(final)
     assert teacher.encode(torch.rand(1, 3, 64, 64)).shape == (1, 16)
+
+
+def test_single_stage_warm_start_seeds_the_codebook_from_the_latents(tmp_path, photo_folder):
+    warm_start = {"continuous_steps": 6, "kmeans_steps": 3}
+    losses, final = run(tmp_path, photo_folder, "titok_single_stage", steps=10,
+                        model={"vq_model": dict(VQ), "warm_start": warm_start},
+                        losses={"perceptual_loss": "none", "discriminator_weight": 0.0})
+    assert all(np.isfinite(losses))
+    with open(tmp_path / "titok_single_stage" / "logs" / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    # no lookup (no ids to count) during the warm-up; afterwards ids from the seeded codebook
+    assert [r["codes_used"] == "" for r in rows] == [True] * 6 + [False] * 4
+    model = TiTok.from_pretrained(final)
+    ids = model.tokenize(torch.from_numpy(np.stack(
+        [np.asarray(Image.open(p).convert("RGB").resize((64, 64))) for p in sorted(photo_folder.iterdir())]
+    )).permute(0, 3, 1, 2).float() / 255)
+    # a random 64-code codebook maps every image to the same ids; the seeded one does not
+    assert (ids != ids[0]).any()
+    # the exported (EMA) codebook is the seeded one: unit rows, where the random init's are ~0.03 long
+    assert (model.quantize.embedding.weight.norm(dim=1) > 0.5).all()
+
+
+def test_warm_start_rejects_unknown_keys(tmp_path, photo_folder):
+    with pytest.raises(TrainingError, match="unknown keys"):
+        run(tmp_path, photo_folder, "titok_single_stage", model={"vq_model": dict(VQ), "warm_start": {"steps": 3}})

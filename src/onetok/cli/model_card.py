@@ -2,9 +2,14 @@
 
     python -m onetok.cli.model_card tokenizer outputs/default_tokenizer --val VAL.npy \
         --dest src/onetok/assets/default_tokenizer
+    python -m onetok.cli.model_card generator outputs/default_generator --val VAL.npy \
+        --train TRAIN.npy --tokenizer src/onetok/assets/default_tokenizer --dest src/onetok/assets/default_generator
 
 The tokenizer is compared with the no-model baseline of the same byte budget (a tiny
 thumbnail upsampled bicubically) on PSNR, SSIM and FID/KID (FID Inception, offline copy).
+The generator's samples are scored with FID/KID against the held-out photos, beside two
+reference rows: real training photos (the floor at this sample size) and the tokenizer's
+reconstructions of them (the best a generator over these tokens can do).
 """
 from __future__ import annotations
 
@@ -14,22 +19,41 @@ import json
 import math
 import shutil
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 
 from ..data.images import make_grid, save_image
 from ..evaluation.baselines import thumbnail_baseline
 from ..evaluation.fid import fid_from_features, kernel_inception_distance
 from ..evaluation.image_metrics import psnr, quantize_8bit, ssim
 from ..evaluation.inception import load_fid_inception
-from ..models import TiTok
+from ..models import MaskGIT, TiTok
+from ..sampling import generate_seeded, sample_seed
 
 
 def load_array(path: str) -> torch.Tensor:
     array = np.load(Path(path).expanduser())
     return torch.from_numpy(array).permute(0, 3, 1, 2).float().div(255)
+
+
+def load_labels(path: str) -> np.ndarray:
+    """The labels saved beside a predecoded array (X.npy -> X.labels.npy)."""
+    file = Path(path).expanduser()
+    return np.load(file.with_name(file.name[: -len(".npy")] + ".labels.npy"))
+
+
+def inception_features(*image_sets: torch.Tensor) -> list[np.ndarray]:
+    inception = load_fid_inception().eval()
+    return [torch.cat([inception(x[i : i + 32]) for i in range(0, len(x), 32)]).numpy() for x in image_sets]
+
+
+def distances(real: np.ndarray, fake: np.ndarray) -> dict:
+    kid, kid_std = kernel_inception_distance(real, fake, num_subsets=100, subset_size=min(len(real), len(fake), 50))
+    return {"fid": fid_from_features(real, fake), "kid": kid, "kid_std": kid_std}
 
 
 @torch.no_grad()
@@ -39,15 +63,9 @@ def compare_with_thumbnail(model: TiTok, images: torch.Tensor, batch_size: int =
     recon = quantize_8bit(recon)
     budget = model.config.num_latent_tokens * math.log2(model.config.codebook_size) / 8
     thumbs, side = thumbnail_baseline(images, budget)
-    inception = load_fid_inception().eval()
-    feats = {name: torch.cat([inception(x[i : i + 32]) for i in range(0, len(x), 32)]).numpy()
-             for name, x in (("real", images), ("model", recon), ("thumbnail", thumbs))}
-    subset = min(len(images), 50)
-    rows = {}
-    for name, x in (("model", recon), ("thumbnail", thumbs)):
-        kid, kid_std = kernel_inception_distance(feats["real"], feats[name], num_subsets=100, subset_size=subset)
-        rows[name] = {"psnr": psnr(images, x).mean().item(), "ssim": ssim(images, x).mean().item(),
-                      "fid": fid_from_features(feats["real"], feats[name]), "kid": kid, "kid_std": kid_std}
+    real, *fakes = inception_features(images, recon, thumbs)
+    rows = {name: {"psnr": psnr(images, x).mean().item(), "ssim": ssim(images, x).mean().item(), **distances(real, f)}
+            for (name, x), f in zip((("model", recon), ("thumbnail", thumbs)), fakes)}
     return {"bytes_per_image": budget, "thumbnail_side": side, "num_images": len(images), "metrics": rows,
             "grid": make_grid(torch.cat([images[:8], recon[:8], thumbs[:8]]), ncol=8)}
 
@@ -78,6 +96,10 @@ def tokenizer_card(args) -> int:
     save_image(result.pop("grid"), dest / "heldout_reconstructions.png")
     m, t = result["metrics"]["model"], result["metrics"]["thumbnail"]
     cfg, train = model.config, training_summary(run)
+    run_config = yaml.safe_load((run / "config.yaml").read_text()) if (run / "config.yaml").is_file() else {}
+    scale = run_config.get("dataset", {}).get("preprocessing", {}).get("random_resized_crop_scale")
+    crops = f"random resized crops (scale {scale[0]:g}-{scale[1]:g})" if scale else "random crops"
+    warm = run_config.get("model", {}).get("warm_start") is not None
     (dest / "metrics.json").write_text(json.dumps({**result, "training": train}, indent=1))
     lines = [
         "# onetok default tokenizer", "",
@@ -86,7 +108,9 @@ def tokenizer_card(args) -> int:
         f"per image; encoder and decoder `{cfg.vit_enc_model_size}` ViTs, {model.num_parameters() / 1e6:.1f}M parameters "
         "(stored in float16, loaded as float32).", "",
         "- data: the offline photo pool of `onetok datasets fetch debian-photos` (Debian package photos; "
-        "licences in its manifest), train split, random resized crops (scale 0.35-1) + flips",
+        f"licences in its manifest), train split, {crops} + flips",
+        "- recipe: MSE only, with the warm start of `onetok.training.warm_start` (continuous latents first, "
+        "then a codebook seeded by k-means on them)" if warm else "- recipe: see the config",
         f"- config: `configs/default_tokenizer.yaml`; command: `{args.command}`",
         f"- steps: {train.get('steps', '?')}; wall time: {train.get('wall_minutes', '?')} min on a 2-core CPU",
         f"- held-out evaluation: {result['num_images']} val photos never trained on, resized and center-cropped, "
@@ -105,14 +129,77 @@ def tokenizer_card(args) -> int:
     return 0
 
 
+@torch.no_grad()
+def score_generator(generator: MaskGIT, tokenizer: TiTok, val: torch.Tensor, val_labels: np.ndarray,
+                    train: torch.Tensor, per_class: int, seed: int = 0) -> dict:
+    """FID/KID of samples (per_class for every class of the held-out photos) against those photos."""
+    classes = torch.from_numpy(np.unique(val_labels)).long().repeat_interleave(per_class)
+    seeds = [sample_seed(seed, i) for i in range(len(classes))]
+    started = time.perf_counter()
+    ids = generate_seeded(generator, classes, seeds, chunk_size=64)
+    samples = quantize_8bit(torch.cat([tokenizer.detokenize(ids[i : i + 64]) for i in range(0, len(ids), 64)]))
+    rate = len(classes) / (time.perf_counter() - started)
+    # reference rows of the same size: real training photos, and the tokenizer's reconstructions of them
+    picked = train[torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))[: len(classes)]]
+    recon = quantize_8bit(torch.cat([tokenizer.detokenize(tokenizer.tokenize(picked[i : i + 64]))
+                                     for i in range(0, len(picked), 64)]))
+    real, *fakes = inception_features(val, samples, picked, recon)
+    rows = {name: distances(real, f) for name, f in zip(("samples", "train photos", "train reconstructions"), fakes)}
+    order = torch.argsort(classes, stable=True)
+    return {"num_samples": len(classes), "num_classes": len(np.unique(val_labels)), "num_heldout": len(val),
+            "samples_per_second": rate, "metrics": rows, "grid": make_grid(samples[order][: 8 * per_class], ncol=per_class)}
+
+
+def generator_card(args) -> int:
+    run = Path(args.run)
+    generator, tokenizer = MaskGIT.from_pretrained(run / "final"), TiTok.from_pretrained(args.tokenizer)
+    result = score_generator(generator, tokenizer, load_array(args.val), load_labels(args.val),
+                             load_array(args.train), args.per_class)
+    dest = Path(args.dest)
+    if dest.exists():
+        shutil.rmtree(dest)
+    generator.save_pretrained(dest, dtype=torch.float16)
+    save_image(result.pop("grid"), dest / "samples.png")
+    train = training_summary(run)
+    (dest / "metrics.json").write_text(json.dumps({**result, "training": train}, indent=1))
+    cfg, rows = generator.config, result["metrics"]
+    names = cfg.extra.get("dataset", {}).get("class_names") or []
+    lines = [
+        "# onetok default generator", "",
+        f"A class-conditional MaskGIT ({cfg.model_type}, width {cfg.hidden_size}, {cfg.num_hidden_layers} layers, "
+        f"{generator.num_parameters() / 1e6:.1f}M parameters, stored in float16) over the default tokenizer's "
+        f"{cfg.image_seq_len} tokens; {cfg.num_steps} sampling steps, guidance {cfg.guidance_scale:g} ({cfg.guidance_decay}).", "",
+        f"- data: the default tokenizer's tokens of the offline photo pool's train split (and their flips); "
+        f"{cfg.condition_num_classes} classes (its folders): {', '.join(names)}",
+        f"- config: `configs/default_generator.yaml`; command: `{args.command}`",
+        f"- steps: {train.get('steps', '?')}; wall time: {train.get('wall_minutes', '?')} min on a 2-core CPU",
+        f"- evaluation: {result['num_samples']} samples ({args.per_class} for each of the {result['num_classes']} classes "
+        f"of the {result['num_heldout']} held-out photos) against those photos, FID/KID on the FID Inception "
+        f"(offline copy); sampling ran at {result['samples_per_second']:.1f} samples/s. With so few held-out photos "
+        "FID is biased high: read it against the reference rows.", "",
+        "| images vs held-out photos | FID | KID x1000 |", "|---|---|---|",
+        *(f"| {name} | {r['fid']:.1f} | {1000 * r['kid']:.1f} ± {1000 * r['kid_std']:.1f} |" for name, r in rows.items()),
+        "", "`samples.png`: one row per class (the first 8 classes).",
+    ]
+    (dest / "README.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("kind", choices=["tokenizer"])
+    parser.add_argument("kind", choices=["tokenizer", "generator"])
     parser.add_argument("run", help="the training run's output_dir")
-    parser.add_argument("--val", required=True, help="held-out photos as a uint8 (N, H, W, 3) .npy")
+    parser.add_argument("--val", required=True, help="held-out photos as a uint8 (N, H, W, 3) .npy (labels beside it)")
     parser.add_argument("--dest", required=True)
+    parser.add_argument("--train", help="generator: training photos .npy, for the reference rows")
+    parser.add_argument("--tokenizer", help="generator: the tokenizer its tokens came from")
+    parser.add_argument("--per-class", type=int, default=10, help="generator: samples per held-out class")
     parser.add_argument("--command", default="make default-model")
-    return tokenizer_card(parser.parse_args(argv))
+    args = parser.parse_args(argv)
+    if args.kind == "generator" and not (args.train and args.tokenizer):
+        parser.error("generator cards need --train and --tokenizer")
+    return (generator_card if args.kind == "generator" else tokenizer_card)(args)
 
 
 if __name__ == "__main__":

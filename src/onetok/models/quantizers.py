@@ -62,6 +62,15 @@ class VectorQuantizer(nn.Module):
         }
         return rearrange(z_quantized, "b h w c -> b c h w"), result
 
+    def bypass(self, z: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        """z (B, C, H, W) -> (z as the quantizer sees it, without the lookup; result dict).
+
+        The zero loss term keeps the codebook in the autograd graph, so DDP finds every
+        parameter used during a continuous warm-up.
+        """
+        latents = F.normalize(z.float(), dim=1) if self.use_l2_norm else z.float()
+        return latents, {"quantizer_loss": 0.0 * self.embedding.weight.sum(), "latents": latents.detach()}
+
     def get_codebook_entry(self, indices: torch.Tensor) -> torch.Tensor:
         """Ids (M,) -> code rows (M, C); or weights (M, N) over codes -> their mixture (M, C)."""
         if indices.dim() == 1:
@@ -91,3 +100,31 @@ class DiagonalGaussianPosterior:
     def kl(self) -> torch.Tensor:
         """KL to N(0, I) summed over channels and height: (B, K)."""
         return 0.5 * torch.sum(self.mean.pow(2) + self.var - 1.0 - self.logvar, dim=[1, 2])
+
+
+def kmeans_codebook(latents: torch.Tensor, num_codes: int, iterations: int = 10, spherical: bool = True,
+                    generator: torch.Generator | None = None) -> torch.Tensor:
+    """(M, C) latents -> (num_codes, C) centroids (Lloyd's algorithm, cosine on the sphere).
+
+    Seeds a codebook where the encoder's latents actually are: a random codebook has
+    one code per Voronoi cell far wider than the latents' spread early in training,
+    so every image would map to the same ids. Clusters left empty keep their seed.
+    """
+    latents = latents.float()
+    if spherical:
+        latents = F.normalize(latents, dim=1)
+    seeds = torch.randperm(len(latents), generator=generator)[:num_codes]
+    if len(seeds) < num_codes:  # fewer latents than codes: reuse them, jittered apart
+        extra = torch.randint(len(latents), (num_codes - len(seeds),), generator=generator)
+        seeds = torch.cat([seeds, extra])
+    centroids = latents[seeds] + 1e-3 * torch.randn(num_codes, latents.shape[1], generator=generator)
+    for _ in range(iterations):
+        if spherical:
+            centroids = F.normalize(centroids, dim=1)
+            assign = (latents @ centroids.t()).argmax(dim=1)
+        else:
+            assign = torch.cdist(latents, centroids).argmin(dim=1)
+        sums = torch.zeros_like(centroids).index_add_(0, assign, latents)
+        counts = torch.bincount(assign, minlength=num_codes).unsqueeze(1)
+        centroids = torch.where(counts > 0, sums / counts.clamp(min=1), centroids)
+    return F.normalize(centroids, dim=1) if spherical else centroids

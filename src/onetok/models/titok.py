@@ -140,13 +140,17 @@ class TiTok(HubMixin, nn.Module):
             )
 
     # ------------------------------------------------------------ reference API
-    def encode(self, pixels: torch.Tensor):
-        """VQ: (z_quantized (B, C, 1, K), dict); VAE: (sample, posterior)."""
+    def encode(self, pixels: torch.Tensor, quantize: bool = True):
+        """VQ: (z_quantized (B, C, 1, K), dict); VAE: (sample, posterior).
+
+        ``quantize=False`` skips the code lookup (latents only l2-normalised): the
+        continuous warm-up of training, before the codebook is seeded from the latents.
+        """
         z = self.encoder(pixels, self.latent_tokens)
         if self.config.is_vae:
             posterior = DiagonalGaussianPosterior(z)
             return posterior.sample(), posterior
-        return self.quantize(z)
+        return self.quantize(z) if quantize else self.quantize.bypass(z)
 
     def decode(self, z_quantized: torch.Tensor) -> torch.Tensor:
         """Latents -> pixels (unclamped), or proxy-code logits for a stage-1 model."""
@@ -166,8 +170,8 @@ class TiTok(HubMixin, nn.Module):
         z_quantized = rearrange(codes, "(b k) c -> b c 1 k", b=ids.shape[0])
         return self.decode(z_quantized.to(self.decoder.decoder_embed.weight.dtype))
 
-    def forward(self, pixels: torch.Tensor):
-        z_quantized, result = self.encode(pixels)
+    def forward(self, pixels: torch.Tensor, quantize: bool = True):
+        z_quantized, result = self.encode(pixels, quantize)
         return self.decode(z_quantized), result
 
     # ------------------------------------------------------------ friendly API

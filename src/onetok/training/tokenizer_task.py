@@ -18,6 +18,7 @@ from ..models import MaskGITVQGAN, TiTok
 from .config import TrainConfig
 from .losses import ProxyCodeLoss, ReconstructionLoss
 from .trainer import Task, TrainingError
+from .warm_start import CodebookSeeder, WarmStartConfig, rescale_init
 
 TASKS = ("titok_stage1", "titok_stage2", "titok_single_stage", "vqgan")
 
@@ -52,15 +53,15 @@ class _ReconstructionTask(Task):
         # the loss module owns the discriminator; it is trained as the "discriminator" entry
         return {"discriminator": self.loss} if self.loss.discriminator is not None else {"loss": self.loss}
 
-    def reconstruct(self, images: torch.Tensor):
-        return self.models["model"](images)
+    def reconstruct(self, model: nn.Module, images: torch.Tensor, step: int):
+        return model(images)
 
     def export(self, output_dir: Path):
         self.unwrap().save_pretrained(output_dir)
 
     def training_step(self, batch, step):
         images = batch["image"]
-        reconstructions, extra = self.reconstruct(images)
+        reconstructions, extra = self.reconstruct(self.models["model"], images, step)
         if self.loss.discriminator is not None:
             self._reconstructions.append(reconstructions.detach())
         loss_fn = self.unwrap("discriminator") if "discriminator" in self.models else self.models["loss"]
@@ -77,18 +78,50 @@ class _ReconstructionTask(Task):
     @torch.no_grad()
     def preview(self, batch, step):
         images = batch["image"][:8]
-        reconstructions, _ = self.unwrap()(images)
+        reconstructions, _ = self.reconstruct(self.unwrap(), images, step)
         return make_grid(torch.cat([images, reconstructions.float().clamp(0, 1)]), ncol=len(images))
 
 
 class SingleStageTask(_ReconstructionTask):
-    """TiTok whose decoder outputs pixels (vq8k / VAE recipe, and our CPU quickstart)."""
+    """TiTok whose decoder outputs pixels (vq8k / VAE recipe, and our CPU quickstart).
+
+    `model.warm_start` (see training/warm_start.py) adds the short-budget warm start.
+    """
+
+    def __init__(self, config: TrainConfig):
+        super().__init__(config)
+        warm_start = config.model.get("warm_start")
+        self.warm_start = WarmStartConfig.from_dict(warm_start) if warm_start is not None else None
+        self.seeder = None
+        if self.warm_start is not None and self.warm_start.continuous_steps:
+            self.seeder = CodebookSeeder(self.warm_start, config.experiment.seed)
 
     def build_models(self):
         tree = model_tree(self.config)
+        tree["model"].pop("warm_start", None)
         tree["model"]["vq_model"].update(finetune_decoder=False, is_legacy=False)
         self.titok = TiTok.from_config(tree)
+        if self.warm_start is not None:
+            if self.warm_start.rescale_init:
+                rescale_init(self.titok)
+            if self.warm_start.output_bias is not None:
+                nn.init.constant_(self.titok.decoder.conv_out.bias, self.warm_start.output_bias)
         return {"model": self.titok, **self.loss_models()}
+
+    def reconstruct(self, model: nn.Module, images: torch.Tensor, step: int):
+        if self.seeder is None or self.titok.config.is_vae:
+            return model(images)
+        if not self.seeder.quantize(step):
+            reconstructions, extra = model(images, quantize=False)
+            if model.training:
+                self.seeder.collect(extra.pop("latents"), step, self.accelerator)
+            return reconstructions, extra
+        if self.seeder.latents:  # first quantized step: seed the codebook from the collected latents
+            self.seeder.seed_codebook(self.unwrap(), self.accelerator, self.ema)
+        return model(images)
+
+    def stateful_objects(self):
+        return {"codebook_seeder": self.seeder} if self.seeder is not None else {}
 
 
 class Stage2Task(SingleStageTask):

@@ -53,12 +53,14 @@ class Task:
     Before the first step the Trainer sets `self.models` (the dict from `build_models`, with the
     trained entries wrapped for DDP/FSDP and everything on the right device) and `self.accelerator`.
     Use `self.models[...]` in the steps (so gradients are synchronised) and `self.unwrap(...)` for
-    plain access (previews, export).
+    plain access (previews, export). `self.ema` is the EMA of "model" (or None): a task that
+    overwrites weights outside the optimizer must overwrite their EMA too.
     """
 
     discriminator_start: int = 0  # first step at which discriminator_step returns a loss
     models: dict[str, nn.Module]
     accelerator: Accelerator
+    ema: EMA | None = None
 
     def build_models(self) -> dict[str, nn.Module]:
         """Return "model" (trained by the main AdamW, EMA'd, exported), optionally "discriminator"
@@ -200,7 +202,7 @@ class Trainer:
                 raise TrainingError("training.use_ema is not supported with FSDP yet (the EMA would be per shard)")
             self.ema = EMA(acc.unwrap_model(prepared["model"]), cfg.training.ema_decay)
         self.models = prepared
-        self.task.models, self.task.accelerator = prepared, acc
+        self.task.models, self.task.accelerator, self.task.ema = prepared, acc, self.ema
 
     def _stateful(self) -> list[Any]:
         """Objects checkpointed besides models/optimizers; the order is part of the checkpoint format."""
