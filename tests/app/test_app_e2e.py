@@ -2,8 +2,8 @@
 
 Needs Debian's chromium and chromium-driver (`.ci/install_browser.sh`) and selenium; skipped where
 they are absent, failed under CI=true. Screenshots go to outputs/app/. The README's screenshot,
-docs/app_screenshot.png, is remade from the models shipped with onetok by
-`ONETOK_UPDATE_SCREENSHOT=1 pytest tests/app/test_app_e2e.py`.
+docs/app_screenshot.png, is remade from the models shipped with onetok (the app started with no
+arguments) by `ONETOK_UPDATE_SCREENSHOT=1 pytest tests/app/test_app_e2e.py`.
 """
 import os
 import shutil
@@ -207,17 +207,25 @@ def test_app_in_a_browser(app_url, browser, sample_photos, tmp_path):
     page.screenshot("generate.png")
 
 
-@pytest.mark.skipif(os.environ.get("ONETOK_UPDATE_SCREENSHOT") != "1", reason="set ONETOK_UPDATE_SCREENSHOT=1 to remake it")
-def test_readme_screenshot_with_the_shipped_models(browser, tmp_path):
-    from onetok import hub
+def test_the_app_starts_with_the_shipped_models(browser, tmp_path):
+    from onetok import TiTok, hub
 
-    hub.default_tokenizer_path()  # a one-line error when this build ships no default model
+    num_tokens = TiTok.from_pretrained(hub.default_tokenizer_path()).config.num_latent_tokens
     with running_app([], tmp_path / "app.log") as url:
         browser.get(url)
         page = Page(browser)
         page.wait(lambda: page.find_all(".gallery"), "the page to load")
         next(item for item in page.find_all(".gallery") if item.text == "chelsea.jpg").click()
         page.wait(lambda: page.image_shown("recon-image") and page.cells(), "the reconstruction")
+        assert len(page.cells()) == num_tokens  # the shipped tokenizer's ids, one cell each
         page.find("#randomise-button").click()
         page.wait(lambda: page.image_shown("edited-image"), "the edited image")
-        atomic_write_bytes(README_SCREENSHOT, page.screenshot("readme.png").read_bytes())
+        shot = page.screenshot("readme.png")
+        next(tab for tab in page.find_all("button[role=tab]") if tab.text == "Generate").click()
+        page.wait(lambda: page.find("#generate-button").is_displayed(), "the Generate tab")
+        page.find("#generate-button").click()
+        page.wait(lambda: "images of" in page.text("generate-stats"), "the generation to finish")
+        assert page.image_shown("generated-image")
+        page.screenshot("readme_generate.png")
+    if os.environ.get("ONETOK_UPDATE_SCREENSHOT") == "1":
+        atomic_write_bytes(README_SCREENSHOT, shot.read_bytes())
