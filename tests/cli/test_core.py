@@ -71,7 +71,7 @@ def test_rgba_and_grayscale_images_are_accepted(models, golden_images, tmp_path)
                "-o", tmp_path / "t.json") == 0
 
 
-@pytest.mark.parametrize("case", ["not_checkpoint", "mismatch", "bad_count", "bad_range", "unwritable"])
+@pytest.mark.parametrize("case", ["not_checkpoint", "mismatch", "bad_count", "bad_range", "unwritable", "folder_as_file"])
 def test_user_errors_exit_2_with_one_line(models, golden_images, tmp_path, capsys, case):
     tok = models / "tokenizer"
     if case == "not_checkpoint":
@@ -88,6 +88,8 @@ def test_user_errors_exit_2_with_one_line(models, golden_images, tmp_path, capsy
         (tmp_path / "t.json").write_text(json.dumps({"tokens": {"x.png": ids[0]}}))
         args = ["detokenize", tmp_path / "t.json", "--model", tok, "-o", tmp_path / "out"]
         needle = "32 tokens" if case == "bad_count" else "[0, 255]"
+    elif case == "folder_as_file":  # -o names a PNG file, not a folder
+        args, needle = ["reconstruct", golden_images[0], "--model", tok, "-o", tmp_path], "expected a file name ending in .png"
     else:
         locked = tmp_path / "locked"
         locked.mkdir()

@@ -70,8 +70,11 @@ def report_errors(errors: list[str], what: str) -> int:
     return 2
 
 
-def check_writable(path: Path) -> Path:
+def check_writable(path: Path, suffixes: tuple[str, ...] = ()) -> Path:
+    """A folder (no `suffixes`) or a file ending in one of `suffixes` that can be written."""
     path = Path(path)
+    if suffixes and (path.is_dir() or path.suffix.lower() not in suffixes):
+        raise CommandError(f"{path}: expected a file name ending in {' or '.join(suffixes)}, e.g. {path / ('out' + suffixes[0]) if path.is_dir() else path.with_suffix(suffixes[0])}")
     parent = path.parent if path.suffix else path
     try:
         parent.mkdir(parents=True, exist_ok=True)
@@ -95,7 +98,7 @@ def batched(model_fn, inputs: torch.Tensor, batch_size: int, device: str, precis
 def cmd_tokenize(args) -> int:
     model = load_tokenizer(args.model, args.device)
     precision = resolve_precision(args.precision, args.device)
-    out = check_writable(Path(args.output))
+    out = check_writable(Path(args.output), (".json", ".npy"))
     paths, images, errors = read_images(args.images, model.config.crop_size)
     ids = batched(model.tokenize, images, args.batch_size, args.device, precision)
     if out.suffix == ".npy":
@@ -142,7 +145,7 @@ def cmd_detokenize(args) -> int:
 def cmd_reconstruct(args) -> int:
     model = load_tokenizer(args.model, args.device)
     precision = resolve_precision(args.precision, args.device)
-    out = check_writable(Path(args.output))
+    out = check_writable(Path(args.output), (".png", ".jpg", ".jpeg"))
     paths, images, errors = read_images(args.images, model.config.crop_size)
     if paths:
         recon = batched(lambda x: model.detokenize(model.tokenize(x)), images, args.batch_size, args.device, precision)
@@ -163,7 +166,7 @@ def cmd_generate(args) -> int:
     cfg = generator.config
     classes = [args.class_id] * args.num if args.class_id is not None else list(range(args.num))
     condition = torch.tensor([c % cfg.condition_num_classes for c in classes], device=args.device)
-    out = check_writable(Path(args.output))
+    out = check_writable(Path(args.output), (".png", ".jpg", ".jpeg"))
     torch.manual_seed(args.seed)
     started = time.perf_counter()
     with autocast(resolve_precision(args.precision, args.device), args.device):
