@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
             lines += ["Classes: " + ", ".join(names_map[: len(classes) // 4])]
     (out / "report.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
-    print(f"\nwrote {out}/reconstruction.png, tokens.json, report.md")
+    print(f"\nwrote {out}/reconstruction.png, tokens.json, {'generated.png, ' if generator else ''}report.md")
     return 0
 
 
