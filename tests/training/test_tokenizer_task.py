@@ -1,10 +1,13 @@
 """The tokenizer recipes end to end on real photos with tiny models: losses go down, stages chain."""
 import csv
+import shutil
 
 import numpy as np
 import pytest
 import torch
+import yaml
 from PIL import Image
+from safetensors.torch import load_file
 
 from onetok import MaskGITVQGAN, TiTok
 from onetok.data.sources import build_dataset
@@ -35,10 +38,10 @@ def teacher_dir(tmp_path_factory):
     return folder
 
 
-def run(tmp_path, photo_folder, task, steps=12, losses=None, model=None):
+def run(tmp_path, photo_folder, task, steps=12, losses=None, model=None, save_every=None):
     tree = {
         "experiment": {"task": task, "output_dir": str(tmp_path / task), "max_train_steps": steps,
-                       "save_every": steps, "log_every": 1, "preview_every": steps, "log_with": "none", "seed": 0},
+                       "save_every": save_every or steps, "log_every": 1, "preview_every": steps, "log_with": "none", "seed": 0},
         "model": model or {"vq_model": dict(VQ)},
         "losses": losses or {},
         "dataset": {"preprocessing": {"crop_size": 64}},
@@ -126,3 +129,25 @@ def test_single_stage_warm_start_seeds_the_codebook_from_the_latents(tmp_path, p
 def test_warm_start_rejects_unknown_keys(tmp_path, photo_folder):
     with pytest.raises(TrainingError, match="unknown keys"):
         run(tmp_path, photo_folder, "titok_single_stage", model={"vq_model": dict(VQ), "warm_start": {"steps": 3}})
+
+
+def test_warm_start_resumes_exactly_inside_the_kmeans_window(tmp_path, photo_folder):
+    """Stopped at step 4 while latents are being collected (steps 2-5), resumed: the same final model."""
+    warm_start = {"continuous_steps": 6, "kmeans_steps": 4}
+    _, whole = run(tmp_path / "whole", photo_folder, "titok_single_stage", steps=8,
+                   model={"vq_model": dict(VQ), "warm_start": warm_start},
+                   losses={"perceptual_loss": "none", "discriminator_weight": 0.0}, save_every=4)
+    run_dir = whole.parent
+    parts = tmp_path / "parts" / "titok_single_stage"
+    shutil.copytree(run_dir, parts)
+    for leftover in ("checkpoint-8", "final"):
+        shutil.rmtree(parts / leftover)
+    tree = yaml.safe_load((parts / "config.yaml").read_text())
+    tree["experiment"]["output_dir"] = str(parts)
+    config = config_from_dict(tree)
+    dataset = build_dataset(photo_folder, transform=build_transform(True, 64, scale=(0.5, 1.0)))
+    resumed = Trainer(config, build_task(config), dataset, resume=True)
+    assert resumed.state.step == 4 and len(resumed.task.seeder.latents) == 2  # steps 2 and 3 were collected
+    assert resumed.train()
+    expected, got = load_file(whole / "model.safetensors"), load_file(parts / "final" / "model.safetensors")
+    assert all(torch.equal(expected[k], got[k]) for k in expected)
