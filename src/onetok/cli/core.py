@@ -74,7 +74,8 @@ def check_writable(path: Path, suffixes: tuple[str, ...] = ()) -> Path:
     """A folder (no `suffixes`) or a file ending in one of `suffixes` that can be written."""
     path = Path(path)
     if suffixes and (path.is_dir() or path.suffix.lower() not in suffixes):
-        raise CommandError(f"{path}: expected a file name ending in {' or '.join(suffixes)}, e.g. {path / ('out' + suffixes[0]) if path.is_dir() else path.with_suffix(suffixes[0])}")
+        example = path / f"out{suffixes[0]}" if path.is_dir() else path.with_suffix(suffixes[0])
+        raise CommandError(f"{path}: expected a file name ending in {' or '.join(suffixes)}, e.g. {example}")
     parent = path.parent if path.suffix else path
     try:
         parent.mkdir(parents=True, exist_ok=True)

@@ -26,13 +26,15 @@ import numpy as np
 import torch
 import yaml
 
-from ..data.images import make_grid, save_image
+from ..data.images import atomic_write_bytes, make_grid, save_image
+from ..data.sources import array_sidecars
 from ..evaluation.baselines import thumbnail_baseline
 from ..evaluation.fid import fid_from_features, kernel_inception_distance
 from ..evaluation.image_metrics import psnr, quantize_8bit, ssim
 from ..evaluation.inception import load_fid_inception
 from ..models import MaskGIT, TiTok
 from ..sampling import generate_seeded, sample_seed
+from .core import batched
 
 
 def load_array(path: str) -> torch.Tensor:
@@ -41,14 +43,17 @@ def load_array(path: str) -> torch.Tensor:
 
 
 def load_labels(path: str) -> np.ndarray:
-    """The labels saved beside a predecoded array (X.npy -> X.labels.npy)."""
-    file = Path(path).expanduser()
-    return np.load(file.with_name(file.name[: -len(".npy")] + ".labels.npy"))
+    """The labels saved beside a predecoded array (the layout `ArrayDataset` reads)."""
+    return np.load(array_sidecars(Path(path).expanduser())[0])
+
+
+def on_cpu(model_fn, inputs: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
+    return batched(model_fn, inputs, batch_size, "cpu", "fp32")
 
 
 def inception_features(*image_sets: torch.Tensor) -> list[np.ndarray]:
     inception = load_fid_inception().eval()
-    return [torch.cat([inception(x[i : i + 32]) for i in range(0, len(x), 32)]).numpy() for x in image_sets]
+    return [on_cpu(inception, x, 32).numpy() for x in image_sets]
 
 
 def distances(real: np.ndarray, fake: np.ndarray) -> dict:
@@ -58,9 +63,7 @@ def distances(real: np.ndarray, fake: np.ndarray) -> dict:
 
 @torch.no_grad()
 def compare_with_thumbnail(model: TiTok, images: torch.Tensor, batch_size: int = 16) -> dict:
-    recon = torch.cat([model.detokenize(model.tokenize(images[i : i + batch_size]))
-                       for i in range(0, len(images), batch_size)])
-    recon = quantize_8bit(recon)
+    recon = quantize_8bit(on_cpu(lambda x: model.detokenize(model.tokenize(x)), images, batch_size))
     budget = model.config.num_latent_tokens * math.log2(model.config.codebook_size) / 8
     thumbs, side = thumbnail_baseline(images, budget)
     real, *fakes = inception_features(images, recon, thumbs)
@@ -85,22 +88,29 @@ def training_summary(run_dir: Path) -> dict:
     return out
 
 
+def ship(model, dest: Path, picture: str, result: dict, train: dict, card: list[str]) -> None:
+    """Replace `dest` with the model in float16 (half the bytes; loads back as float32), its picture,
+    metrics.json and the card README.md; print the card."""
+    if dest.exists():
+        shutil.rmtree(dest)
+    model.save_pretrained(dest, dtype=torch.float16)
+    save_image(result["grid"], dest / picture)
+    metrics = {k: v for k, v in result.items() if k != "grid"} | {"training": train}
+    atomic_write_bytes(dest / "metrics.json", (json.dumps(metrics, indent=1) + "\n").encode())
+    atomic_write_bytes(dest / "README.md", ("\n".join(card) + "\n").encode())
+    print("\n".join(card))
+
+
 def tokenizer_card(args) -> int:
     run = Path(args.run)
     model = TiTok.from_pretrained(run / "final")
     result = compare_with_thumbnail(model, load_array(args.val))
-    dest = Path(args.dest)
-    if dest.exists():
-        shutil.rmtree(dest)
-    model.save_pretrained(dest, dtype=torch.float16)  # half the bytes; loads back as float32
-    save_image(result.pop("grid"), dest / "heldout_reconstructions.png")
     m, t = result["metrics"]["model"], result["metrics"]["thumbnail"]
     cfg, train = model.config, training_summary(run)
     run_config = yaml.safe_load((run / "config.yaml").read_text()) if (run / "config.yaml").is_file() else {}
     scale = run_config.get("dataset", {}).get("preprocessing", {}).get("random_resized_crop_scale")
     crops = f"random resized crops (scale {scale[0]:g}-{scale[1]:g})" if scale else "random crops"
     warm = run_config.get("model", {}).get("warm_start") is not None
-    (dest / "metrics.json").write_text(json.dumps({**result, "training": train}, indent=1))
     lines = [
         "# onetok default tokenizer", "",
         f"A single-stage TiTok (pixel decoder head): {cfg.crop_size} px images -> {cfg.num_latent_tokens} tokens "
@@ -124,8 +134,7 @@ def tokenizer_card(args) -> int:
         f"FID {m['fid'] - t['fid']:+.1f}, KID x1000 {1000 * (m['kid'] - t['kid']):+.1f}.", "",
         "`heldout_reconstructions.png`: originals, reconstructions, thumbnails (rows).",
     ]
-    (dest / "README.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    ship(model, Path(args.dest), "heldout_reconstructions.png", result, train, lines)
     return 0
 
 
@@ -137,12 +146,11 @@ def score_generator(generator: MaskGIT, tokenizer: TiTok, val: torch.Tensor, val
     seeds = [sample_seed(seed, i) for i in range(len(classes))]
     started = time.perf_counter()
     ids = generate_seeded(generator, classes, seeds, chunk_size=64)
-    samples = quantize_8bit(torch.cat([tokenizer.detokenize(ids[i : i + 64]) for i in range(0, len(ids), 64)]))
+    samples = quantize_8bit(on_cpu(tokenizer.detokenize, ids))
     rate = len(classes) / (time.perf_counter() - started)
     # reference rows of the same size: real training photos, and the tokenizer's reconstructions of them
     picked = train[torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))[: len(classes)]]
-    recon = quantize_8bit(torch.cat([tokenizer.detokenize(tokenizer.tokenize(picked[i : i + 64]))
-                                     for i in range(0, len(picked), 64)]))
+    recon = quantize_8bit(on_cpu(lambda x: tokenizer.detokenize(tokenizer.tokenize(x)), picked))
     real, *fakes = inception_features(val, samples, picked, recon)
     rows = {name: distances(real, f) for name, f in zip(("samples", "train photos", "train reconstructions"), fakes)}
     order = torch.argsort(classes, stable=True)
@@ -155,13 +163,7 @@ def generator_card(args) -> int:
     generator, tokenizer = MaskGIT.from_pretrained(run / "final"), TiTok.from_pretrained(args.tokenizer)
     result = score_generator(generator, tokenizer, load_array(args.val), load_labels(args.val),
                              load_array(args.train), args.per_class)
-    dest = Path(args.dest)
-    if dest.exists():
-        shutil.rmtree(dest)
-    generator.save_pretrained(dest, dtype=torch.float16)
-    save_image(result.pop("grid"), dest / "samples.png")
     train = training_summary(run)
-    (dest / "metrics.json").write_text(json.dumps({**result, "training": train}, indent=1))
     cfg, rows = generator.config, result["metrics"]
     names = cfg.extra.get("dataset", {}).get("class_names") or []
     lines = [
@@ -181,8 +183,7 @@ def generator_card(args) -> int:
         *(f"| {name} | {r['fid']:.1f} | {1000 * r['kid']:.1f} ± {1000 * r['kid_std']:.1f} |" for name, r in rows.items()),
         "", "`samples.png`: one row per class (the first 8 classes).",
     ]
-    (dest / "README.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    ship(generator, Path(args.dest), "samples.png", result, train, lines)
     return 0
 
 

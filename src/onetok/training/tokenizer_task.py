@@ -18,7 +18,7 @@ from ..models import MaskGITVQGAN, TiTok
 from .config import TrainConfig
 from .losses import ProxyCodeLoss, ReconstructionLoss
 from .trainer import Task, TrainingError
-from .warm_start import CodebookSeeder, WarmStartConfig, rescale_init
+from .warm_start import CodebookSeeder, WarmStartConfig, initialise
 
 TASKS = ("titok_stage1", "titok_stage2", "titok_single_stage", "vqgan")
 
@@ -102,14 +102,13 @@ class SingleStageTask(_ReconstructionTask):
         tree["model"]["vq_model"].update(finetune_decoder=False, is_legacy=False)
         self.titok = TiTok.from_config(tree)
         if self.warm_start is not None:
-            if self.warm_start.rescale_init:
-                rescale_init(self.titok)
-            if self.warm_start.output_bias is not None:
-                nn.init.constant_(self.titok.decoder.conv_out.bias, self.warm_start.output_bias)
+            initialise(self.titok, self.warm_start)
+        if self.titok.config.is_vae:
+            self.seeder = None  # no codebook to seed: a VAE trains continuously from the start
         return {"model": self.titok, **self.loss_models()}
 
     def reconstruct(self, model: nn.Module, images: torch.Tensor, step: int):
-        if self.seeder is None or self.titok.config.is_vae:
+        if self.seeder is None:
             return model(images)
         if not self.seeder.quantize(step):
             reconstructions, extra = model(images, quantize=False)

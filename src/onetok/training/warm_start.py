@@ -50,13 +50,17 @@ class WarmStartConfig:
 
 
 @torch.no_grad()
-def rescale_init(titok: TiTok) -> None:
-    """Residual output projections at std fan_in^-0.5; decoder token embedding at std 1."""
-    for stack in (titok.encoder, titok.decoder):
-        for block in stack.transformer:
-            for projection in (block.attn.out_proj, block.mlp.c_proj):
-                projection.weight.normal_(0.0, projection.weight.shape[1] ** -0.5)
-    titok.decoder.decoder_embed.weight.normal_(0.0, 1.0)
+def initialise(titok: TiTok, config: WarmStartConfig) -> None:
+    """Fixes 1 and 2 on a freshly built single-stage TiTok."""
+    if config.rescale_init:
+        # residual output projections at std fan_in^-0.5; decoder token embedding at std 1
+        for stack in (titok.encoder, titok.decoder):
+            for block in stack.transformer:
+                for projection in (block.attn.out_proj, block.mlp.c_proj):
+                    projection.weight.normal_(0.0, projection.weight.shape[1] ** -0.5)
+        titok.decoder.decoder_embed.weight.normal_(0.0, 1.0)
+    if config.output_bias is not None:
+        titok.decoder.conv_out.bias.fill_(config.output_bias)
 
 
 class CodebookSeeder:
