@@ -15,14 +15,9 @@ from onetok.training.checkpoint import (
 from onetok.training.trainer import Trainer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from toy import PhotoCrops, ToyTask, toy_config  # noqa: E402,F401
+from toy import ToyTask, toy_config  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-@pytest.fixture(scope="module")
-def photos(sample_photos):
-    return PhotoCrops(sample_photos)
 
 
 def test_keep_last_prunes_old_checkpoints(tmp_path, photos):

@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 from onetok.training.trainer import EpochBatchSampler, Task, Trainer, TrainingError
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from toy import PhotoCrops, ToyTask, save_photos, toy_config  # noqa: E402,F401
+from toy import PhotoCrops, ToyTask, save_photos, toy_config  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -23,11 +23,6 @@ REPO = Path(__file__).resolve().parents[2]
 def read_metrics(output_dir: Path) -> dict[int, dict[str, str]]:
     with open(output_dir / "logs" / "metrics.csv", newline="") as f:
         return {int(row["step"]): row for row in csv.DictReader(f)}
-
-
-@pytest.fixture(scope="module")
-def photos(sample_photos):
-    return PhotoCrops(sample_photos)
 
 
 def test_loss_goes_down_and_outputs_are_written(tmp_path, photos):
