@@ -1,13 +1,11 @@
 """`onetok shards make` and `onetok datasets fetch`, run through the `onetok` entry point."""
-import os
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 from onetok.cli.main import main
 from onetok.data import debian_photos as dp
 from onetok.data.shards import ShardDataset
+from onetok.files import cache_root
 
 
 def test_shards_make_cli(photo_folder, tmp_path, capsys):
@@ -41,7 +39,7 @@ def test_datasets_fetch_cli_reports_counts_and_predecodes(photo_folder, tmp_path
     assert np.load(pool / "train-24.npy").shape == (6, 24, 24, 3)
 
 
-CACHED_POOL_ROOT = Path(os.environ.get("ONETOK_DATASETS", Path.home() / ".cache" / "onetok" / "datasets"))
+CACHED_POOL_ROOT = cache_root() / "datasets"
 
 
 @pytest.mark.skipif(not (CACHED_POOL_ROOT / dp.POOL_NAME / "manifest.jsonl").exists(),

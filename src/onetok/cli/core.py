@@ -10,7 +10,8 @@ import numpy as np
 import torch
 
 from ..evaluation.image_metrics import psnr
-from ..data.images import ImageReadError, atomic_save_npy, atomic_write_bytes, load_image, make_grid, open_rgb, save_image
+from ..data.images import ImageReadError, load_image, make_grid, open_rgb, save_image
+from ..files import atomic_save_npy, atomic_write_bytes
 from ..precision import PRECISIONS, autocast, resolve_precision
 
 
