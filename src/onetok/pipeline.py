@@ -59,7 +59,7 @@ def check_fingerprint(tokenizer: TiTok, generator: MaskGIT, tokenizer_name: str,
     """A generator whose config records the tokenizer it was trained on accepts only that one."""
     recorded = generator.config.extra.get("dataset", {}).get("tokenizer_fingerprint")
     if recorded is not None and recorded != tokenizer_fingerprint(tokenizer.config.to_dict()):
-        raise PipelineError(f"generator {generator_name} was trained on the tokens of tokenizer {recorded[:12]}, "
+        raise PipelineError(f"generator {generator_name} was trained on tokens of tokenizer {recorded[:12]}, "
                             f"not on those of tokenizer {tokenizer_name}")
 
 

@@ -185,7 +185,7 @@ def cmd_generate(args) -> int:
     check_positive(args.num, "-n/--num")
     check_positive(args.batch_size, "--batch-size")
     out = check_writable(Path(args.output), (".png", ".jpg", ".jpeg"))
-    pipe = load_pipeline(args, args.tokenizer, args.generator)
+    pipe = load_pipeline(args, args.tokenizer, args.generator or default_generator_path())
     if args.class_id is not None:
         classes = [pipe.class_ids(args.class_id)[0]] * args.num
     else:
