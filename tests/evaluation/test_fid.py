@@ -72,6 +72,10 @@ def test_npz_round_trip_and_adm_layouts(tmp_path):
     back = fid.load_stats(tmp_path / "s.npz")
     np.testing.assert_array_equal(back.mu, stats.mu)
     np.testing.assert_array_equal(back.sigma, stats.sigma)
+    assert fid.load_spatial_stats(tmp_path / "s.npz") is None
+    spatial = random_stats(rng, 3)
+    stats.save(tmp_path / "with_spatial.npz", spatial=spatial)  # ADM's mu_s/sigma_s beside mu/sigma
+    np.testing.assert_array_equal(fid.load_spatial_stats(tmp_path / "with_spatial.npz").sigma, spatial.sigma)
 
     # ADM reference batch: images plus precomputed mu/sigma -> the precomputed ones are used.
     images = rng.integers(0, 256, size=(5, 8, 8, 3), dtype=np.uint8)
@@ -94,6 +98,15 @@ def test_bad_npz_files_are_clear_errors(tmp_path):
         fid.load_stats(tmp_path / "junk.npz")
     with pytest.raises(fid.StatisticsError, match="no such"):
         fid.load_stats(tmp_path / "absent.npz")
+    np.savez(tmp_path / "images.npz", arr_0=np.zeros((50, 8, 8, 3), np.uint8))
+    whole = (tmp_path / "images.npz").read_bytes()
+    (tmp_path / "cut.npz").write_bytes(whole[: len(whole) // 2])  # end of the zip directory is gone
+    with pytest.raises(fid.StatisticsError, match="cut.npz: not a readable .npz"):
+        fid.npz_images(tmp_path / "cut.npz")
+    np.save(tmp_path / "single.npy", np.zeros(3))
+    (tmp_path / "single.npy").rename(tmp_path / "single.npz")
+    with pytest.raises(fid.StatisticsError, match="single array"):
+        fid.load_stats(tmp_path / "single.npz")
     np.savez(tmp_path / "floats.npz", arr_0=np.zeros((2, 4, 4, 3), np.float32))
     with pytest.raises(fid.StatisticsError, match="uint8"):
         fid.npz_images(tmp_path / "floats.npz")
