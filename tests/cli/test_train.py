@@ -1,0 +1,154 @@
+"""`onetok train` through the CLI entry point on real photos with tiny configs: WebDataset shards resume
+exactly after SIGKILL, every config key is checked before anything is written, one run per output folder."""
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from PIL import Image
+
+from onetok.cli.main import main
+from onetok.data.shards import make_shards
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+REPO = Path(__file__).resolve().parents[2]
+ENV = os.environ | {"PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"}
+TOKENIZER_TREE = {
+    "experiment": {"task": "titok_single_stage", "max_train_steps": 12, "save_every": 4, "log_every": 1,
+                   "preview_every": 1000, "keep_last": 10, "log_with": "none", "seed": 3},
+    "model": {"vq_model": {"codebook_size": 64, "token_size": 12, "vit_enc_model_size": "tiny",
+                           "vit_dec_model_size": "tiny", "num_latent_tokens": 8, "finetune_decoder": False,
+                           "is_legacy": False}},
+    "losses": {"perceptual_loss": "none", "perceptual_weight": 0.0, "discriminator_weight": 0.0,
+               "quantizer_weight": 1.0},
+    "dataset": {"shuffle_buffer": 4,
+                "preprocessing": {"crop_size": 32, "random_resized_crop_scale": [0.3, 1.0]}},
+    "optimizer": {"lr": 1e-3},
+    "training": {"batch_size": 2, "use_ema": True, "ema_decay": 0.9},
+}
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory, sample_photos) -> Path:
+    """The sample photos, one class each, in 3 tar shards written by the shard writer."""
+    root = tmp_path_factory.mktemp("shards")
+    for i, photo in enumerate(sample_photos):
+        (root / "photos" / f"photo{i}").mkdir(parents=True)
+        Image.fromarray(photo).resize((48, 40)).save(root / "photos" / f"photo{i}" / "image.png")
+    make_shards(root / "photos", root / "tars", shard_size=2)
+    return root / "tars"
+
+
+def write_config(path: Path, output_dir: Path, train: Path | str, **experiment) -> Path:
+    tree = yaml.safe_load(yaml.safe_dump(TOKENIZER_TREE))
+    tree["experiment"].update(output_dir=str(output_dir), **experiment)
+    tree["dataset"]["train"] = str(train)
+    path.write_text(yaml.safe_dump(tree))
+    return path
+
+
+def losses(output_dir: Path) -> dict[int, str]:
+    with open(output_dir / "logs" / "metrics.csv", newline="") as f:
+        return {int(row["step"]): row["loss"] for row in csv.DictReader(f)}
+
+
+def start_train(config: Path, *arguments: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "onetok.cli.main", "train", "tokenizer", str(config), *arguments],
+                            env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for(condition, process: subprocess.Popen, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert process.poll() is None, process.communicate()[1][-2000:]
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+def test_shard_training_resumes_exactly_after_sigkill(tmp_path, shards, capsys, caplog):
+    steps = 40
+    whole = write_config(tmp_path / "whole.yaml", tmp_path / "whole", shards, max_train_steps=steps)
+    assert main(["train", "tokenizer", str(whole)]) == 0
+
+    parts_dir = tmp_path / "parts"
+    parts = write_config(tmp_path / "parts.yaml", parts_dir, shards, max_train_steps=steps)
+    process = start_train(parts)
+    wait_for(lambda: (parts_dir / "checkpoint-8" / "checkpoint.json").is_file(), process)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    killed_at = max(int(p.name.split("-")[1]) for p in parts_dir.glob("checkpoint-*"))
+    assert killed_at < steps and not (parts_dir / "final").exists()
+
+    capsys.readouterr()
+    assert main(["train", "tokenizer", str(parts), "--resume"]) == 0
+    assert f"resuming {parts_dir / f'checkpoint-{killed_at}'} at step {killed_at}" in capsys.readouterr().out
+    assert "no longer running" in caplog.text  # the killed run's lock, taken over
+    before, after = losses(tmp_path / "whole"), losses(parts_dir)
+    assert sorted(after) == list(range(1, steps + 1))
+    assert [after[s] for s in range(1, steps + 1)] == [before[s] for s in range(1, steps + 1)]
+
+
+def test_each_pass_over_the_shards_has_new_orders_and_crops(tmp_path, shards, sample_photos):
+    """The stream `onetok train` builds from shards: pass 2 is not a replay of pass 1."""
+    from itertools import islice
+
+    import torch
+
+    from onetok.cli.train import _dataset
+    from onetok.training.config import load_config
+
+    config = load_config(write_config(tmp_path / "run.yaml", tmp_path / "run", shards))
+    n = len(sample_photos)
+    stream = list(islice(iter(_dataset(config)), 3 * n))
+    labels = [s["label"] for s in stream]
+    assert sorted(set(labels)) == list(range(n))
+    assert labels[:n] != labels[n:2 * n] != labels[2 * n:]
+    first_seen: dict[int, torch.Tensor] = {}
+    repeats = 0
+    for sample in stream:
+        if sample["label"] in first_seen:
+            assert not torch.equal(first_seen[sample["label"]], sample["image"])  # another crop of it
+            repeats += 1
+        first_seen.setdefault(sample["label"], sample["image"])
+    assert repeats >= n
+
+
+@pytest.mark.parametrize("what, override, key", [
+    ("tokenizer", "+dataset.preprocessing.crop_sise=64", "'dataset.preprocessing.crop_sise' (did you mean 'crop_size'?)"),
+    ("tokenizer", "+model.vq_model.codebok_size=64", "'model.vq_model.codebok_size' (did you mean 'codebook_size'?)"),
+    ("tokenizer", "+losses.reconstruction_wieght=1", "'losses.reconstruction_wieght' (did you mean 'reconstruction_weight'?)"),
+    ("tokenizer", "+model.warm_start.kmeans_step=2", "'model.warm_start.kmeans_step' (did you mean 'kmeans_steps'?)"),
+    ("tokenizer", "+dataset.shufle_buffer=2", "'dataset.shufle_buffer' (did you mean 'shuffle_buffer'?)"),
+    ("tokenizer", "training.batchsize=2", "'training.batchsize' (did you mean 'batch_size'?)"),
+    ("tokenizer", "experiment.save_evry=2", "'experiment.save_evry' (did you mean 'save_every'?)"),
+    ("tokenizer", "optimizer.learning_rate=2", "'optimizer.learning_rate'"),
+    ("tokenizer", "lr_scheduler.warmup=2", "'lr_scheduler.warmup' (did you mean 'warmup_steps'?)"),
+    ("tokenizer", "model.vq_model.codebook_size='64'", "model.vq_model.codebook_size must be an integer, got '64'"),
+    ("tokenizer", "dataset.preprocessing.crop_size='64'", "dataset.preprocessing.crop_size must be an integer"),
+    ("tokenizer", "dataset.preprocessing.random_resized_crop_scale=0.5",
+     "dataset.preprocessing.random_resized_crop_scale must be a list of 2 values"),
+    ("tokenizer", "+losses.reconstruction_weight=high", "losses.reconstruction_weight must be a number, got 'high'"),
+    ("tokenizer", "training.batch_size=two", "training.batch_size must be an integer"),
+    ("generator", "+model.generator.hidden_sise=8", "'model.generator.hidden_sise' (did you mean 'hidden_size'?)"),
+    ("generator", "+losses.label_smoothin=0.1", "'losses.label_smoothin' (did you mean 'label_smoothing'?)"),
+    ("generator", "+dataset.tokenz=x", "'dataset.tokenz' (did you mean 'tokens'?)"),
+    ("generator", "model.generator.condition_num_classes=many",
+     "model.generator.condition_num_classes must be an integer or 'auto'"),
+])
+def test_every_bad_key_or_type_is_one_line_before_anything_is_written(tmp_path, shards, capsys, what, override, key):
+    output = tmp_path / "run"
+    config = write_config(tmp_path / "run.yaml", output, shards)
+    if what == "generator":  # the shipped quickstart recipe, pointed at a fresh folder
+        tree = yaml.safe_load((REPO / "configs" / "cpu_quickstart_generator.yaml").read_text())
+        tree["experiment"]["output_dir"] = str(output)
+        config.write_text(yaml.safe_dump(tree))
+    assert main(["train", what, str(config), override]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and key in err, err
+    assert not output.exists()
