@@ -152,3 +152,66 @@ def test_every_bad_key_or_type_is_one_line_before_anything_is_written(tmp_path, 
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and key in err, err
     assert not output.exists()
+
+
+def test_a_second_train_on_a_live_runs_folder_refuses_while_the_first_finishes(tmp_path, shards, capsys):
+    output = tmp_path / "run"
+    config = write_config(tmp_path / "run.yaml", output, shards, max_train_steps=80, save_every=40)
+    first = start_train(config)
+    wait_for(lambda: (output / "logs" / "metrics.csv").is_file(), first)  # it holds the lock and trains
+    assert main(["train", "tokenizer", str(config), "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{output} is in use by a running training (pid {first.pid}" in err
+    out, err = first.communicate(timeout=120)
+    assert first.returncode == 0, err[-2000:]
+    assert sorted(losses(output)) == list(range(1, 81))  # one run's rows, no duplicates
+
+
+def launcher_children(pid: int) -> list[int]:
+    return [int(c) for task in Path(f"/proc/{pid}/task").iterdir()
+            for c in (task / "children").read_text().split()]
+
+
+def running(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] not in "ZX"
+    except FileNotFoundError:
+        return False
+
+
+def accelerate_launch(*arguments: str, **options) -> subprocess.Popen:
+    from tests.training.test_distributed import free_port
+
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--num_machines", "1", "--mixed_precision", "no",
+               "--dynamo_backend", "no", "--main_process_port", str(free_port()), *arguments]
+    return subprocess.Popen(command, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **options)
+
+
+def test_workers_stop_when_their_launcher_dies(tmp_path, sample_photos):
+    from tests.training.toy import save_photos
+
+    photos = save_photos(sample_photos, tmp_path / "photos.npz")
+    launcher = accelerate_launch("--multi_gpu", "--num_processes", "2", str(REPO / "tests" / "training" / "run_toy.py"),
+                                 str(tmp_path / "run"), "--photos", str(photos), "experiment.max_train_steps=100000",
+                                 "experiment.save_every=100000", start_new_session=True)
+    wait_for(lambda: (tmp_path / "run" / "logs" / "metrics.csv").is_file(), launcher)
+    workers = launcher_children(launcher.pid)
+    assert len(workers) == 2
+    launcher.send_signal(signal.SIGKILL)  # the launcher only: the workers run in their own sessions
+    launcher.wait()
+    deadline = time.monotonic() + 60
+    while any(running(pid) for pid in workers):
+        assert time.monotonic() < deadline, "the workers outlived their launcher"
+        time.sleep(0.1)
+    saved = list((tmp_path / "run").glob("checkpoint-*"))  # they stopped as on SIGTERM: saved, then exited
+    assert len(saved) == 1 and not (tmp_path / "run" / "final").exists()
+
+
+def test_cpu_launcher_asked_for_two_processes_is_refused(tmp_path, shards):
+    config = write_config(tmp_path / "run.yaml", tmp_path / "run", shards)
+    launcher = accelerate_launch("--cpu", "--num_processes", "2", "-m", "onetok.cli.main", "train", "tokenizer",
+                                 str(config))
+    out, err = launcher.communicate(timeout=120)
+    assert launcher.returncode != 0
+    assert "onetok: error: `accelerate launch --cpu` started 1 process, not the 2 asked for" in err, err[-2000:]
+    assert not (tmp_path / "run" / "logs").exists()
