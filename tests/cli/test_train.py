@@ -215,3 +215,73 @@ def test_cpu_launcher_asked_for_two_processes_is_refused(tmp_path, shards):
     assert launcher.returncode != 0
     assert "onetok: error: `accelerate launch --cpu` started 1 process, not the 2 asked for" in err, err[-2000:]
     assert not (tmp_path / "run" / "logs").exists()
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory, shards) -> Path:
+    """A tiny run of 8 steps with checkpoints 4 and 8, to resume in copies."""
+    root = tmp_path_factory.mktemp("finished")
+    config = write_config(root / "run.yaml", root / "run", shards, max_train_steps=8, keep_last=2)
+    assert main(["train", "tokenizer", str(config)]) == 0
+    return root / "run"
+
+
+def resume_copy(tmp_path: Path, finished_run: Path, *overrides: str) -> tuple[Path, list[str]]:
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(finished_run, run)
+    config = write_config(tmp_path / "run.yaml", run, "unused", max_train_steps=12, keep_last=2)
+    config.write_text(config.read_text().replace("unused", str(yaml.safe_load(
+        (finished_run / "config.yaml").read_text())["dataset"]["train"])))
+    return run, ["train", "tokenizer", str(config), *overrides, "--resume"]
+
+
+def test_a_kill_while_pruning_leaves_no_checkpoint_husk(tmp_path, finished_run, monkeypatch, recwarn):
+    import shutil
+
+    from onetok.training import checkpoint
+
+    run, command = resume_copy(tmp_path, finished_run)
+    real_rmtree = shutil.rmtree
+
+    def die_while_pruning(path, *args, **kwargs):
+        if Path(path).name.startswith(".pruned-"):
+            (Path(path) / "checkpoint.json").unlink()  # part of it is gone, then the process is killed
+            raise KeyboardInterrupt
+        real_rmtree(path, *args, **kwargs)
+
+    monkeypatch.setattr(checkpoint.shutil, "rmtree", die_while_pruning)
+    assert main(command) == 130
+    assert sorted(p.name for p in run.glob("*checkpoint-*")) == [".pruned-checkpoint-4", "checkpoint-12", "checkpoint-8"]
+    monkeypatch.setattr(checkpoint.shutil, "rmtree", real_rmtree)
+    assert main(command[:-1] + ["experiment.max_train_steps=16", "--resume"]) == 0
+    assert sorted(p.name for p in run.glob("*checkpoint-*")) == ["checkpoint-12", "checkpoint-16"]
+    assert not [w for w in recwarn if issubclass(w.category, checkpoint.IncompleteCheckpointWarning)]
+
+
+def test_truncated_random_states_warn_that_the_resume_is_inexact(tmp_path, finished_run):
+    from onetok.training.checkpoint import InexactResumeWarning
+
+    run, command = resume_copy(tmp_path, finished_run)
+    states = run / "checkpoint-8" / "random_states_0.pkl"
+    states.write_bytes(states.read_bytes()[:50])
+    with pytest.warns(InexactResumeWarning, match="random_states_0.pkl is unreadable"):
+        assert main(command) == 0
+
+
+def test_resuming_with_another_batch_size_warns(tmp_path, finished_run):
+    from onetok.training.checkpoint import InexactResumeWarning
+
+    _, command = resume_copy(tmp_path, finished_run, "training.batch_size=3")
+    with pytest.warns(InexactResumeWarning, match="training.batch_size 2 and is resumed with 3"):
+        assert main(command) == 0
+
+
+def test_resuming_from_truncated_weights_is_one_line(tmp_path, finished_run, capsys):
+    run, command = resume_copy(tmp_path, finished_run)
+    weights = run / "checkpoint-8" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    assert main(command) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"checkpoint {run / 'checkpoint-8'} is damaged" in err, err
