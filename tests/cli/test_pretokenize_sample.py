@@ -154,3 +154,34 @@ def test_two_processes_write_the_tokens_and_samples_of_one(run, tmp_path):
     one = np.load(tmp_path / "one" / "samples_6x64x64x3.npz")["arr_0"]
     two = np.load(tmp_path / "two" / "samples_6x64x64x3.npz")["arr_0"]
     assert np.array_equal(one, two)
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_corrupt_tars_are_named_not_marked_done_and_a_rerun_after_repair_completes(run, tmp_path, capsys, workers):
+    from onetok.data.shards import make_shards
+
+    shards = tmp_path / "shards"
+    make_shards(run / "photos", shards, shard_size=2)
+    tars = sorted(shards.glob("*.tar"))
+    good = {path: path.read_bytes() for path in tars}
+    tars[0].write_bytes(good[tars[0]][: len(good[tars[0]]) // 2])  # truncated inside its second image
+    tars[2].write_bytes(np.random.default_rng(0).integers(0, 256, len(good[tars[2]]), dtype=np.uint8).tobytes())
+    command = ["pretokenize", "--tokenizer", str(run / "tokenizer"), str(shards), "-o", str(tmp_path / "tokens"),
+               "--workers", str(workers)]
+    assert main(command) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert f"2 of {len(tars)} shards were not written" in err
+    assert f"{tars[0]}: unexpected end of data" in err and f"{tars[2]}: invalid header" in err
+    assert sorted(p.name for p in (tmp_path / "tokens").glob("tokens-*.npy")) == ["tokens-00001.npy"]
+    assert not (tmp_path / "tokens" / "manifest.json").exists()
+
+    for path, data in good.items():
+        path.write_bytes(data)
+    assert main(command) == 0
+    assert read_token_manifest(tmp_path / "tokens")["count"] == len(list((run / "photos").rglob("*.png")))
+
+
+def test_zero_batch_size_is_one_line_before_loading_the_tokenizer(tmp_path, capsys):
+    assert main(["pretokenize", "--tokenizer", str(tmp_path / "nowhere"), str(tmp_path), "-o", str(tmp_path / "t"),
+                 "--batch-size", "0"]) == 2
+    assert capsys.readouterr().err == "onetok: error: --batch-size must be at least 1, got 0\n"

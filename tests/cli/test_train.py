@@ -285,3 +285,19 @@ def test_resuming_from_truncated_weights_is_one_line(tmp_path, finished_run, cap
     assert main(command) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and f"checkpoint {run / 'checkpoint-8'} is damaged" in err, err
+
+
+def test_training_on_shards_names_a_corrupt_tar(tmp_path, shards, caplog):
+    import shutil
+
+    from onetok.data.sources import skip_log
+
+    broken = tmp_path / "tars"
+    shutil.copytree(shards, broken)
+    tar = sorted(broken.glob("*.tar"))[1]
+    tar.write_bytes(tar.read_bytes()[:2000])
+    before = skip_log.count
+    config = write_config(tmp_path / "run.yaml", tmp_path / "run", broken, max_train_steps=4)
+    assert main(["train", "tokenizer", str(config)]) == 0
+    assert f"skipping unreadable image {tar} (corrupt shard, read up to here: unexpected end of data)" in caplog.text
+    assert skip_log.count == before + 1  # counted once, although every pass meets it

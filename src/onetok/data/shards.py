@@ -227,7 +227,7 @@ class ShardDataset(IterableDataset):
 
     def _broken_shard_handler(self, url: str):
         def handle(err: Exception) -> bool:
-            reason = str(err.args[0]) if err.args else type(err).__name__
+            reason = (str(err.args[0]) if err.args else type(err).__name__).split(" @ <")[0]  # drop the file repr
             if self.strict:
                 raise CorruptShardError(f"{url}: {reason}")
             skip_log.add(url, f"corrupt shard, read up to here: {reason}")

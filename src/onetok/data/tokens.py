@@ -8,7 +8,8 @@ Layout of a token folder:
 
 Shard i holds a fixed range of the source dataset, so an interrupted pretokenize run keeps its
 finished shards (`finished_shards`) and redoes only the others. A shard counts as finished
-once its tokens file exists: it is written atomically, after its labels.
+once its tokens file exists: it is written atomically, after its labels, and only once its
+source was read to the end.
 """
 from __future__ import annotations
 
