@@ -185,3 +185,26 @@ def test_zero_batch_size_is_one_line_before_loading_the_tokenizer(tmp_path, caps
     assert main(["pretokenize", "--tokenizer", str(tmp_path / "nowhere"), str(tmp_path), "-o", str(tmp_path / "t"),
                  "--batch-size", "0"]) == 2
     assert capsys.readouterr().err == "onetok: error: --batch-size must be at least 1, got 0\n"
+
+
+def test_a_retrained_tokenizer_with_the_same_config_is_refused(run, tmp_path, capsys):
+    import yaml
+
+    retrained = TiTok.from_pretrained(run / "tokenizer")
+    with torch.no_grad():
+        retrained.quantize.embedding.weight.add_(0.01)
+    retrained.save_pretrained(tmp_path / "retrained")
+    assert TiTok.from_pretrained(tmp_path / "retrained").config.to_dict() == \
+        TiTok.from_pretrained(run / "tokenizer").config.to_dict()
+
+    config = tmp_path / "generator.yaml"
+    config.write_text(yaml.safe_dump({
+        "experiment": {"task": "maskgit", "output_dir": str(tmp_path / "run"), "max_train_steps": 2, "log_with": "none"},
+        "model": {"generator": dict(GENERATOR)},
+        "dataset": {"tokens": str(run / "tokens"), "tokenizer": str(tmp_path / "retrained")},
+    }))
+    assert main(["train", "generator", str(config)]) == 2
+    assert "pretokenize the data again with the generator's tokenizer" in capsys.readouterr().err
+    assert main(["sample", "--tokenizer", str(tmp_path / "retrained"), "--generator", str(run / "run" / "final"),
+                 "--per-class", "1", "-o", str(tmp_path / "s")]) == 2
+    assert "trained on tokens of tokenizer" in capsys.readouterr().err

@@ -108,7 +108,7 @@ def pretokenize(tokenizer, data: str, out: str | os.PathLike, flip: bool = False
     state = state or process_state()
     out = Path(out)
     cfg = tokenizer.config
-    fingerprint = tokenizer_fingerprint(cfg.to_dict())
+    fingerprint = tokenizer_fingerprint(cfg.to_dict(), tokenizer.state_dict())
     class_names, units = work_units(data, cfg.crop_size, shard_size)
     settings = {"tokenizer_hash": fingerprint, "source": str(data), "flip": flip, "shard_size": shard_size,
                 "num_shards": len(units)}

@@ -36,7 +36,7 @@ class SampleError(ValueError):
 def check_pair(generator, tokenizer) -> None:
     """The generator must have been trained on this tokenizer's ids."""
     recorded = generator.config.extra.get("dataset", {}).get("tokenizer_fingerprint")
-    if recorded is not None and recorded != tokenizer_fingerprint(tokenizer.config.to_dict()):
+    if recorded is not None and recorded != tokenizer_fingerprint(tokenizer.config.to_dict(), tokenizer.state_dict()):
         raise SampleError(f"the generator was trained on tokens of tokenizer {recorded[:12]}, not on this tokenizer's")
     if (generator.config.image_seq_len, generator.config.codebook_size) != \
             (tokenizer.config.num_latent_tokens, tokenizer.config.codebook_size):
