@@ -58,7 +58,7 @@ def recorded_class_names(generator: MaskGIT) -> list[str] | None:
 def check_fingerprint(tokenizer: TiTok, generator: MaskGIT, tokenizer_name: str, generator_name: str) -> None:
     """A generator whose config records the tokenizer it was trained on accepts only that one."""
     recorded = generator.config.extra.get("dataset", {}).get("tokenizer_fingerprint")
-    if recorded is not None and recorded != tokenizer_fingerprint(tokenizer.config.to_dict()):
+    if recorded is not None and recorded != tokenizer_fingerprint(tokenizer.config.to_dict(), tokenizer.state_dict()):
         raise PipelineError(f"generator {generator_name} was trained on tokens of tokenizer {recorded[:12]}, "
                             f"not on those of tokenizer {tokenizer_name}")
 

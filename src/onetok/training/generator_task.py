@@ -86,7 +86,7 @@ def build_run(config: TrainConfig) -> tuple[GeneratorTask, TokenDataset]:
     tokenizer = TiTok.from_pretrained(data["tokenizer"]) if data.get("tokenizer") else None
     if tokenizer is not None and tokenizer.config.is_vae:
         raise GeneratorRunError(f"dataset.tokenizer {data['tokenizer']} is a VAE: MaskGIT needs a VQ tokenizer")
-    expected = tokenizer_fingerprint(tokenizer.config.to_dict()) if tokenizer is not None else None
+    expected = tokenizer_fingerprint(tokenizer.config.to_dict(), tokenizer.state_dict()) if tokenizer is not None else None
     dataset = TokenDataset(data["tokens"], expected_hash=expected)
     if tokenizer is None:
         log.info("dataset.tokenizer is not set: no previews, and the token folder's fingerprint is trusted")
