@@ -50,6 +50,8 @@ def cmd_recon(args) -> int:
     from .core import load_tokenizer
 
     model = load_tokenizer(args.model, "cpu")
+    if args.num_tokens:
+        return _rate_quality(args, model)
     result = evaluate_reconstruction(
         model, args.data, args.batch_size, out_dir=args.output, inception=_inception(args), lpips=_lpips(args),
         reference_stats=args.reference_stats, kid_subsets=args.kid_subsets, kid_subset_size=args.kid_subset_size,
@@ -57,6 +59,24 @@ def cmd_recon(args) -> int:
     )
     if process_state().is_main_process:
         _print_summary(result, args.output)
+    return 0
+
+
+def _rate_quality(args, model) -> int:
+    from ..evaluation.rate_quality import evaluate_rate_quality, parse_token_counts
+
+    counts = parse_token_counts(args.num_tokens, model.config.num_latent_tokens)
+    result = evaluate_rate_quality(
+        model, args.data, counts, out_dir=args.output, batch_size=args.batch_size, inception=_inception(args),
+        lpips=_lpips(args), kid_subsets=args.kid_subsets, kid_subset_size=args.kid_subset_size, limit=args.limit,
+    )
+    for row in result["rows"]:
+        if row["method"] == "tokens":
+            print(f"{row['num_tokens']:>4} tokens  {row['bytes_per_image']:>7g} bytes  PSNR {row['psnr']:.2f}  "
+                  f"rFID {row['rfid']:.2f}")
+    for note in result["notes"]:
+        print(f"note: {note}", file=sys.stderr)
+    print(f"table: {Path(args.output) / 'rate_quality.md'}; plot: {Path(args.output) / 'rate_quality.png'}")
     return 0
 
 
@@ -127,6 +147,9 @@ def add_parser(subparsers) -> None:
                    help="auto: LPIPS when its weights are found")
     p.add_argument("--lpips-vgg", help="torchvision vgg16-397923af.pth")
     p.add_argument("--lpips-heads", help="lpips v0.1 vgg.pth (default: from the lpips wheel)")
+    p.add_argument("--num-tokens", metavar="COUNTS",
+                   help="rate-quality instead: the first k tokens for each k (e.g. 1,2,4,...,64, or 'all'), beside "
+                   "JPEG, WebP, AVIF, ThumbHash and thumbnails of the same bytes (rate_quality.md/.json/.png)")
     _common(p, 32)
     _kid_args(p)
     p.set_defaults(func=cmd_recon)
