@@ -80,3 +80,22 @@ def test_bad_counts_are_one_line(workspace, tmp_path, capsys):
     assert run(workspace, tmp_path / "rq", "4,x") == 2
     assert "expected counts like 1,2,4,...,32" in capsys.readouterr().err
     assert not (tmp_path / "rq").exists()
+
+
+def test_budget_strip_decodes_every_prefix(workspace):
+    from onetok.data.images import load_image
+    from onetok.evaluation.image_metrics import psnr
+    from onetok.evaluation.rate_quality import budget_strip, strip_picture
+
+    model = TiTok.from_pretrained(workspace / "tiny").eval()
+    photo = load_image(next((workspace / "photos").iterdir()), 64)
+    entries = budget_strip(model, photo)
+    assert [e["num_tokens"] for e in entries] == [1, 2, 4, 8, 16, 32]
+    assert [e["bytes"] for e in entries] == [1, 2, 4, 8, 16, 32]
+    ids = model.tokenize(photo[None])
+    for entry in entries:  # each picture is the decoding of the first k ids, its PSNR measured on it
+        expected = model.detokenize(ids[:, : entry["num_tokens"]])[0]
+        assert torch.allclose(entry["image"], expected, atol=1 / 255 + 1e-6)
+        assert entry["psnr"] == pytest.approx(float(psnr(photo[None], entry["image"][None])[0]), abs=1e-6)
+    picture = strip_picture(photo, entries, scale=2)
+    assert picture.width == 2 * (7 * 66 + 2) and picture.height > 2 * 68
