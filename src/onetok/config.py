@@ -14,6 +14,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from .errors import ConfigError
+
 # width, depth, heads of the ViT sizes (SPEC 1.1); `tiny` is for tests.
 VIT_SIZES: dict[str, tuple[int, int, int]] = {
     "tiny": (64, 2, 4),
@@ -27,10 +29,6 @@ QUANTIZE_MODES = ("vq", "vae")
 DECODER_HEADS = ("linear", "conv")
 GUIDANCE_DECAYS = ("constant", "linear", "power-cosine")
 GENERATOR_TYPES = ("ViT", "UViT")
-
-
-class ConfigError(ValueError):
-    """A config tree that does not describe a valid model."""
 
 
 def _check_choice(name: str, value, choices) -> None:

@@ -15,7 +15,8 @@ from typing import Any
 import torch
 
 from .config import HUB_IDS, PRESETS, ConfigError, preset
-from .data.images import atomic_torch_save, atomic_write_bytes
+from .files import atomic_torch_save, atomic_write_bytes
+from .errors import CheckpointError
 
 CONFIG_NAME = "config.json"
 SAFETENSORS_NAME = "model.safetensors"
@@ -23,10 +24,6 @@ BIN_NAME = "pytorch_model.bin"
 # keys some saved checkpoints carry that hold no weights
 IGNORED_KEYS = ("model.embeddings.position_ids",)
 VQGAN_HUB = ("fun-research/TiTok", "maskgit-vqgan-imagenet-f16-256.bin")
-
-
-class CheckpointError(ValueError):
-    """A folder, file or hub id that does not hold a loadable checkpoint."""
 
 
 # ---------------------------------------------------------------- reading

@@ -12,19 +12,13 @@ from __future__ import annotations
 
 from typing import Sequence
 
-import numpy as np
 import torch
 
 from .models.maskgit import MaskGIT
+from .processes import sample_seed  # noqa: F401  (re-exported: callers seed samples through sampling)
 
 SAMPLING_KEYS = ("guidance_scale", "guidance_decay", "guidance_scale_pow", "randomize_temperature",
                  "softmax_temperature_annealing", "num_sample_steps")
-
-
-def sample_seed(seed: int, index: int) -> int:
-    """The seed of sample `index` of a run seeded `seed` (63 bits, well mixed)."""
-    state = np.random.SeedSequence([seed, index]).generate_state(2, dtype=np.uint64)
-    return int(state[0] >> np.uint64(1))
 
 
 def default_sampling(model: MaskGIT) -> dict:

@@ -9,8 +9,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..data.images import ImageReadError, atomic_save_npy, atomic_write_bytes, make_grid, open_rgb, save_image
+from ..data.images import ImageReadError, make_grid, open_rgb, save_image
 from ..evaluation.image_metrics import psnr
+from ..files import atomic_save_npy, atomic_write_bytes
 from ..hub import default_generator_path, default_tokenizer_path
 from ..models import MaskGIT, TiTok
 from ..pipeline import Pipeline, default_device, load_model

@@ -46,7 +46,7 @@ def _print_summary(result: dict, out_dir: str | None) -> None:
 
 def cmd_recon(args) -> int:
     from ..evaluation.recon import evaluate_reconstruction
-    from ..evaluation.sharding import process_state
+    from ..processes import process_state
     from .core import load_tokenizer
 
     model = load_tokenizer(args.model, "cpu")
@@ -82,7 +82,7 @@ def _rate_quality(args, model) -> int:
 
 def cmd_samples(args) -> int:
     from ..evaluation.recon import evaluate_samples
-    from ..evaluation.sharding import process_state
+    from ..processes import process_state
 
     result = evaluate_samples(
         args.samples, args.ref, args.batch_size, out_dir=args.output, inception=_inception(args),

@@ -26,7 +26,8 @@ import numpy as np
 import torch
 import yaml
 
-from ..data.images import atomic_write_bytes, make_grid, save_image
+from ..data.images import make_grid, save_image
+from ..files import atomic_write_bytes
 from ..data.sources import array_sidecars
 from ..evaluation.baselines import thumbnail_baseline
 from ..evaluation.fid import fid_from_features, kernel_inception_distance

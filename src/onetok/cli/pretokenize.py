@@ -15,26 +15,16 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
-from ..data.images import atomic_write_bytes
+from ..files import atomic_write_bytes
 from ..data.shards import ShardDataset
 from ..data.sources import build_dataset
 from ..data.tokens import finished_shards, save_token_shard, tokenizer_fingerprint, write_token_manifest
 from ..data.transforms import EvalTransform
 from ..precision import PRECISIONS, autocast, resolve_precision
+from ..processes import process_state
+from ..errors import PretokenizeError
 
 SETTINGS = "pretokenize.json"
-
-
-class PretokenizeError(ValueError):
-    """Settings that cannot be used, or an output folder made with other settings."""
-
-
-def process_state():
-    """Accelerate's view of the launched processes (gloo on CPU when several are launched)."""
-    from accelerate import PartialState
-
-    launched = int(os.environ.get("WORLD_SIZE", "1"))
-    return PartialState(cpu=launched > 1 and not torch.cuda.is_available())
 
 
 def work_units(spec: str, size: int, shard_size: int) -> tuple[list[str], list[Dataset]]:

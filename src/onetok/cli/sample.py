@@ -22,7 +22,7 @@ from ..data.images import make_grid, save_image, tensor_to_uint8
 from ..data.tokens import tokenizer_fingerprint
 from ..precision import PRECISIONS, autocast, resolve_precision
 from ..sampling import generate_seeded, sample_seed
-from .pretokenize import process_state
+from ..processes import process_state
 
 PARTS = ".parts"
 GRID_CLASSES, GRID_PER_CLASS = 16, 8

@@ -16,23 +16,16 @@ from itertools import count
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
-import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from .images import ImageReadError, atomic_write_bytes, open_rgb
+from .images import ImageReadError, open_rgb
+from ..files import atomic_write_bytes
+from ..processes import rank_and_world_size
 from .sources import DatasetError, Transform, read_file_list, scan_folder, skip_log, to_tensor
 from .transforms import sample_generator
 
 IMAGE_KEYS = ("jpg", "jpeg", "png", "webp", "bmp", "ppm", "tif", "tiff")
 RAW_KEYS = {".jpg": "jpg", ".jpeg": "jpg", ".png": "png"}  # stored as they are; others become PNG
-
-
-def distributed_info() -> tuple[int, int]:
-    """(rank, world size) of this process: torch.distributed (as set up by Accelerate),
-    else the RANK / WORLD_SIZE variables of a launcher, else a single process."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
 
 
 # ---------------------------------------------------------------- writing
@@ -177,7 +170,7 @@ class ShardDataset(IterableDataset):
         self.classes = list(classes) if classes is not None else _classes_beside(self.urls[0]) or ["0"]
 
     def _my_urls(self) -> tuple[list[str], int]:
-        rank, world = distributed_info()
+        rank, world = rank_and_world_size()
         rank = rank if self.rank is None else self.rank
         world = world if self.world_size is None else self.world_size
         if world > len(self.urls):

@@ -23,18 +23,11 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .images import atomic_save_npy, atomic_write_bytes
+from ..files import atomic_save_npy, atomic_write_bytes
+from ..errors import TokenDatasetError, TokenizerMismatchError
 
 MANIFEST = "manifest.json"
 _SHARD = re.compile(r"tokens-(\d{5})\.npy$")
-
-
-class TokenDatasetError(ValueError):
-    """A token folder that is missing, incomplete or inconsistent."""
-
-
-class TokenizerMismatchError(TokenDatasetError):
-    """Tokens made by another tokenizer than the one a generator is trained for."""
 
 
 def tokenizer_fingerprint(config: dict) -> str:

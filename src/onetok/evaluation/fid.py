@@ -11,11 +11,8 @@ import numpy as np
 import torch
 from scipy import linalg
 
-from onetok.data.images import atomic_write_bytes
-
-
-class StatisticsError(ValueError):
-    """Statistics or feature sets that cannot be compared or read."""
+from onetok.files import atomic_write_bytes
+from onetok.errors import StatisticsError
 
 
 @dataclass

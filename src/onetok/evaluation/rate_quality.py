@@ -13,7 +13,8 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from onetok.data.images import atomic_write_bytes, make_grid, tensor_to_uint8
+from onetok.data.images import make_grid, tensor_to_uint8
+from onetok.files import atomic_write_bytes
 from onetok.evaluation.baselines import thumbnail_baseline
 from onetok.evaluation.codecs import CodecSearch, available_codecs, thumbhash_reconstructions
 from onetok.evaluation.fid import fid_from_features, kernel_inception_distance

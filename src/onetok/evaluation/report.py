@@ -6,7 +6,7 @@ import math
 import os
 from pathlib import Path
 
-from onetok.data.images import atomic_write_bytes
+from onetok.files import atomic_write_bytes
 
 
 def json_safe(value):

@@ -15,10 +15,7 @@ from torch import nn
 from ..config import GUIDANCE_DECAYS, GeneratorConfig
 from ..hub import HubMixin
 from ..precision import autocast
-
-
-class GeneratorError(ValueError):
-    """Bad arguments given to a generator."""
+from ..errors import GeneratorError
 
 
 def mask_schedule(num_tokens: int, num_steps: int) -> list[int]:

@@ -26,15 +26,12 @@ from accelerate import Accelerator
 from safetensors.torch import save_file
 from torch import nn
 
-from onetok.data.images import atomic_write_bytes
+from onetok.files import atomic_write_bytes
+from onetok.errors import CheckpointError
 
 PREFIX = "checkpoint-"
 MARKER = "checkpoint.json"
 _NAME = re.compile(rf"^{PREFIX}(\d+)$")
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be loaded into the current run."""
 
 
 class IncompleteCheckpointWarning(UserWarning):

@@ -17,11 +17,8 @@ from typing import Any, Sequence
 
 import yaml
 
-from onetok.data.images import atomic_write_bytes
-
-
-class ConfigError(ValueError):
-    """A training config or override that cannot be used."""
+from onetok.files import atomic_write_bytes
+from onetok.errors import ConfigError
 
 
 @dataclass

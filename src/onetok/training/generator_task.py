@@ -30,12 +30,9 @@ from onetok.training.config import TrainConfig
 from onetok.training.logging import log
 from onetok.training.losses import MaskedTokenLoss
 from onetok.training.trainer import StepOutput, Task
+from onetok.errors import GeneratorRunError
 
 MAX_PREVIEW_CLASSES = 8
-
-
-class GeneratorRunError(ValueError):
-    """A generator config that does not fit its token folder or tokenizer."""
 
 
 class GeneratorTask(Task):

@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
-import os
 import signal
 import threading
 import time
@@ -25,7 +24,6 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.utils import DistributedDataParallelKwargs, DistributedType, send_to_device, set_seed
@@ -34,17 +32,15 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset, default_colla
 from tqdm.auto import tqdm
 
 from onetok.data.images import make_grid, save_image
+from onetok.processes import cpu_only, launched_processes, mix_seed
 from onetok.training.checkpoint import latest_checkpoint, load_checkpoint, preserve_rng, save_checkpoint
 from onetok.training.config import TrainConfig, save_config
 from onetok.training.ema import EMA
 from onetok.training.logging import MetricLogger, log
 from onetok.training.schedule import build_optimizer, build_scheduler
+from onetok.errors import TrainingError
 
 StepOutput = tuple[Tensor, dict[str, float]]
-
-
-class TrainingError(ValueError):
-    """A training run that cannot start as configured."""
 
 
 class Task:
@@ -119,7 +115,7 @@ class EpochBatchSampler:
 
     def __init__(self, num_items: int, batch_size: int, seed: int, epoch: int, rank: int = 0,
                  num_processes: int = 1, start: int = 0, positions: bool = False):
-        generator = torch.Generator().manual_seed(_seed_of(seed, epoch))
+        generator = torch.Generator().manual_seed(mix_seed(seed, epoch))
         order = torch.randperm(num_items, generator=generator)
         global_batch = batch_size * num_processes
         num_batches = math.ceil(num_items / global_batch)
@@ -227,7 +223,7 @@ class Trainer:
         acc, train, seed = self.accelerator, self.config.training, self.config.experiment.seed
         # its own generator: creating the loader must not draw from the global RNG (exact resume)
         generator = torch.Generator().manual_seed(
-            _seed_of(seed, self.state.epoch, acc.process_index, self.state.batch_in_epoch))
+            mix_seed(seed, self.state.epoch, acc.process_index, self.state.batch_in_epoch))
         common = dict(num_workers=train.num_workers, collate_fn=self.collate_fn, generator=generator,
                       pin_memory=acc.device.type == "cuda")
         if isinstance(self.dataset, IterableDataset):  # streams shard themselves across processes
@@ -384,10 +380,9 @@ class Trainer:
 
 def _make_accelerator(config: TrainConfig) -> Accelerator:
     train = config.training
-    launched = int(os.environ.get("WORLD_SIZE", "1"))
-    # without CUDA, processes started by `accelerate launch --multi_gpu` / torchrun talk over gloo on CPU
+    launched = launched_processes()
     accelerator = Accelerator(
-        cpu=launched > 1 and not torch.cuda.is_available(),
+        cpu=cpu_only(),
         mixed_precision=train.mixed_precision,
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=train.find_unused_parameters)],
     )
@@ -467,6 +462,3 @@ def _eval_mode(modules: Iterator[nn.Module]) -> Iterator[None]:
             module.train(mode)
 
 
-def _seed_of(*keys: int) -> int:
-    """A 63-bit seed from several integers (e.g. seed, epoch)."""
-    return int(np.random.SeedSequence(list(keys)).generate_state(2, dtype=np.uint64)[0] >> np.uint64(1))
