@@ -77,7 +77,7 @@ def test_budget_row_shows_every_prefix_with_bytes_and_psnr(client, photo_file):
         ["32 tokens", "32 B"]]
     last = read_image(row[-1]["image"])
     assert last.shape == (64, 64, 3)
-    assert captions[-1].endswith(f"{logic.psnr(read_image(crop), last):.1f} dB")
+    assert captions[-1].endswith(f"{logic.psnr(np.array(read_image(crop)), np.array(last)):.1f} dB")
 
 
 def reconstruct(client, path: str) -> tuple:
