@@ -25,7 +25,8 @@ SHOWN_IMAGE = {"format": "png", "interactive": False, "buttons": ["download", "f
 CSS = """
 #input-image img, #recon-image img, #edited-image img, #generated-image img
   {width: 100%; height: 100%; object-fit: contain; image-rendering: pixelated}
-#comparison img {image-rendering: pixelated}
+#comparison img, #budget-row img {image-rendering: pixelated}
+#budget-row .caption-label {white-space: normal; max-width: 100%; text-overflow: clip}
 """
 
 

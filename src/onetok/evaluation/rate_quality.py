@@ -1,7 +1,7 @@
 """Rate–quality of a variable-length tokenizer: its first k tokens for each budget k, beside image
 codecs on the same images (JPEG, WebP and AVIF at their smallest files and at the tokens' bytes,
 ThumbHash, and the thumbnail of the same bytes), every row scored with the reconstruction metrics
-(PSNR, SSIM, LPIPS, KID, rFID against the originals). One process; no sharding.
+(PSNR, SSIM, LPIPS, KID, rFID against the originals). One process on the CPU; no sharding.
 """
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from tqdm import tqdm
 
 from onetok.data.images import make_grid, tensor_to_uint8
 from onetok.files import atomic_write_bytes
+from onetok.errors import RateQualityError
 from onetok.evaluation.baselines import thumbnail_baseline
 from onetok.evaluation.codecs import CodecSearch, available_codecs, thumbhash_reconstructions
 from onetok.evaluation.fid import fid_from_features, kernel_inception_distance
@@ -28,10 +29,6 @@ from onetok.evaluation.report import json_safe, write_json
 METRICS = ("psnr", "ssim", "lpips", "kid", "rfid")
 
 
-class RateQualityError(ValueError):
-    """Token budgets or a model that a rate–quality evaluation cannot use."""
-
-
 def default_token_counts(max_tokens: int) -> list[int]:
     """1, 2, 4, ... below K, then K."""
     counts = [1 << i for i in range(max_tokens.bit_length()) if 1 << i < max_tokens]
@@ -43,24 +40,25 @@ def parse_token_counts(text: str, max_tokens: int) -> list[int]:
     'all' -> default_token_counts(K). Every count must lie in 1..K."""
     if text.strip() == "all":
         return default_token_counts(max_tokens)
+
+    def count(part: str) -> int:
+        try:
+            return int(part)
+        except ValueError:
+            raise RateQualityError(f"--num-tokens: expected counts like 1,2,4,...,{max_tokens}, got {text!r}") from None
+
     parts = [p.strip() for p in text.split(",") if p.strip()]
     counts: list[int] = []
-    try:
-        for i, part in enumerate(parts):
-            if part == "...":
-                if not counts or i + 1 >= len(parts):
-                    raise RateQualityError("'...' needs a count before and after it, e.g. 1,2,4,...,64")
-                last = int(parts[i + 1])
-                while counts[-1] * 2 < last:
-                    counts.append(counts[-1] * 2)
-            else:
-                counts.append(int(part))
-    except ValueError as err:
-        if isinstance(err, RateQualityError):
-            raise
-        raise RateQualityError(f"--num-tokens: expected counts like 1,2,4,...,{max_tokens}, got {text!r}") from None
-    bad = [k for k in counts if not 1 <= k <= max_tokens]
-    if not counts or bad:
+    for i, part in enumerate(parts):
+        if part != "...":
+            counts.append(count(part))
+            continue
+        if not counts or i + 1 >= len(parts) or counts[-1] < 1:
+            raise RateQualityError(f"--num-tokens: '...' needs a count before and after it, e.g. 1,2,4,...,{max_tokens}")
+        last = count(parts[i + 1])
+        while counts[-1] * 2 < last:
+            counts.append(counts[-1] * 2)
+    if not counts or not all(1 <= k <= max_tokens for k in counts):
         raise RateQualityError(f"--num-tokens: this tokenizer has {max_tokens} tokens; counts must lie in 1..{max_tokens}, "
                                f"got {text!r}")
     return sorted(set(counts))
