@@ -317,6 +317,12 @@ for _name, (_enc, _k, _mode) in {
     _ckpt = f"tokenizer_{_name}.bin" if _mode == "vq" else f"{_name}.bin"
     PRESETS[_name] = _tokenizer_tree(_name, _single_stage(_enc, _k, _mode), ckpt=_ckpt)
 
+# One-D-Piece (Turing Inc.): TiTok's two-stage modules with 256 tokens, trained with tail-token
+# drop and decoded from a k-token prefix alone (their `strict_length_assertion: false`)
+ONE_D_PIECE = {"one_d_piece_l256": "large", "one_d_piece_b256": "base", "one_d_piece_s256": "small"}
+for _name, _size in ONE_D_PIECE.items():
+    PRESETS[_name] = _tokenizer_tree(_name, {**_legacy_vq(_size, 256), "strict_length_assertion": False})
+
 # tiny models for tests and CPU quickstarts
 PRESETS["titok_tiny"] = {
     "model": {
@@ -340,6 +346,7 @@ PRESETS["generator_titok_tiny"] = PRESETS["titok_tiny"]
 HUB_IDS: dict[str, str] = {
     **{n: f"yucornetto/tokenizer_{n}_imagenet" for n in PRESETS if n.startswith("titok_") and n != "titok_tiny"},
     **{f"generator_{n}": f"yucornetto/generator_{n}_imagenet" for n in _LEGACY},
+    **{n: f"turing-motors/One-D-Piece-{size[0].upper()}-256" for n, size in ONE_D_PIECE.items()},
 }
 
 

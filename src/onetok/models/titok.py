@@ -117,20 +117,13 @@ class TiTokDecoder(_ViTStack):
         if cfg.variable_length:  # only then: every released layout loads strictly
             self.null_token = _embedding(1, 1, width, width=width)
 
-    def fill_token(self, dtype: torch.dtype) -> torch.Tensor:
-        """(1, 1, W): what stands in for a token past the prefix, in the decoder's input space.
-
-        The learned null token; a model trained without one gets the embedding of a zero latent.
-        """
-        if hasattr(self, "null_token"):
-            return self.null_token.to(dtype)
-        return self.decoder_embed.bias.to(dtype).reshape(1, 1, -1)
 
     def forward(self, z_quantized: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
         """(B, C, 1, k) -> proxy-code logits (B, 1024, g, g) or pixels (B, 3, H, W).
 
-        A prefix k < K is padded with the fill token; ``keep`` (B, K) bool replaces the
-        positions it marks False by it too (training's tail-token drop: one fixed-shape graph).
+        A prefix k < K is padded to K with the learned null token; ``keep`` (B, K) bool replaces
+        the positions it marks False by it too (training's tail-token drop: one fixed-shape graph).
+        A model without a null token reads the k tokens alone (as One-D-Piece decodes).
         """
         b, _, h, k = z_quantized.shape
         if h != 1 or not 1 <= k <= self.num_latent_tokens:
@@ -139,12 +132,15 @@ class TiTokDecoder(_ViTStack):
                 f"got {tuple(z_quantized.shape)}"
             )
         latents = self.decoder_embed(rearrange(z_quantized, "b c 1 k -> b k c"))
-        fill = self.fill_token(latents.dtype)
-        if k < self.num_latent_tokens:
-            latents = torch.cat([latents, fill.expand(b, self.num_latent_tokens - k, -1)], dim=1)
-        if keep is not None:
-            latents = torch.where(keep[:, :, None], latents, fill)
-        latents = latents + self.latent_token_positional_embedding.to(latents.dtype)
+        if hasattr(self, "null_token"):
+            null = self.null_token.to(latents.dtype)
+            if k < self.num_latent_tokens:
+                latents = torch.cat([latents, null.expand(b, self.num_latent_tokens - k, -1)], dim=1)
+            if keep is not None:
+                latents = torch.where(keep[:, :, None], latents, null)
+        elif keep is not None:
+            raise TokenizerError("a keep mask needs the null token: build the model with variable_length=True")
+        latents = latents + self.latent_token_positional_embedding[: latents.shape[1]].to(latents.dtype)
         masks = self.mask_token.to(latents.dtype).expand(b, self.grid**2, -1)
         cls = self.class_embedding.to(latents.dtype).expand(b, -1, -1)
         masks = torch.cat([cls, masks], dim=1) + self.positional_embedding.to(latents.dtype)
@@ -282,8 +278,8 @@ class TiTok(HubMixin, nn.Module):
         """Ids (B, k) (or VAE latents (B, k, C)), 1 <= k <= K -> images (B, 3, H, W) clamped to [0, 1].
 
         The positions past k get the learned null token of a model trained with tail-token
-        drop (``config.variable_length``). A model trained without it still answers (they get a
-        zero latent), but its reconstructions from a prefix are poor: it never saw one.
+        drop (``config.variable_length``). A model without one decodes the k tokens alone: it
+        still answers, but unless it was trained on prefixes (One-D-Piece) the quality is poor.
         """
         if not self.config.finetune_decoder and self.config.is_legacy:
             raise TokenizerError(
