@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from onetok import MaskGIT, MaskGITVQGAN, TiTok, TiTokConfig
-from onetok.config import GeneratorConfig, preset
+from onetok.config import HUB_IDS, GeneratorConfig, preset
 from onetok.hub import CheckpointError
 
 TOKENIZER_MANIFESTS = [
@@ -51,6 +51,37 @@ def test_vqgan_layout_matches_release(golden_dir):
     with torch.device("meta"):
         model = MaskGITVQGAN(**manifest["config"])
     _assert_layout(model, manifest)
+
+
+def _one_d_piece_tree(size):
+    """The facts of One-D-Piece's published configs (configs/one-d-piece_{l,b,s}256.yaml)."""
+    vq = {"codebook_size": 4096, "token_size": 12, "use_l2_norm": True, "commitment_cost": 0.25,
+          "vit_enc_model_size": size, "vit_dec_model_size": size, "vit_enc_patch_size": 16,
+          "vit_dec_patch_size": 16, "num_latent_tokens": 256, "finetune_decoder": True,
+          "strict_length_assertion": False}
+    return {"experiment": {"length": 256}, "model": {"type": "one_d_piece", "vq_model": vq},
+            "dataset": {"preprocessing": {"crop_size": 256}}}
+
+
+@pytest.mark.parametrize("name,size,titok,repo", [
+    ("one_d_piece_l256", "large", "tokenizer_titok_l32", "turing-motors/One-D-Piece-L-256"),
+    ("one_d_piece_b256", "base", "tokenizer_titok_b64", "turing-motors/One-D-Piece-B-256"),
+    ("one_d_piece_s256", "small", "tokenizer_titok_s128", "turing-motors/One-D-Piece-S-256"),
+])
+def test_one_d_piece_layout_is_titok_with_256_tokens(golden_dir, name, size, titok, repo):
+    """One-D-Piece ships TiTok's two-stage modules: the released TiTok layout, latent tables of 256 rows."""
+    manifest = _manifest(golden_dir, titok)
+    with torch.device("meta"):
+        model = TiTok.from_config(_one_d_piece_tree(size))
+    latent_tables = ("latent_tokens", "encoder.latent_token_positional_embedding",
+                     "decoder.latent_token_positional_embedding")
+    expected = {k: [256, v[1]] if k in latent_tables else v for k, v in manifest["state_dict"].items()}
+    released_k, width = manifest["state_dict"]["latent_tokens"]
+    _assert_layout(model, {"state_dict": expected,
+                           "num_params": manifest["num_params"] + 3 * (256 - released_k) * width})
+    assert not model.config.variable_length  # decodes a prefix alone, as it was trained
+    assert TiTokConfig.from_dict(preset(name)) == model.config
+    assert HUB_IDS[name] == repo
 
 
 def test_config_json_round_trip(golden_dir):

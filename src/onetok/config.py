@@ -26,6 +26,7 @@ VIT_SIZES: dict[str, tuple[int, int, int]] = {
 }
 
 QUANTIZE_MODES = ("vq", "vae")
+DECODER_HEADS = ("linear", "conv")
 GUIDANCE_DECAYS = ("constant", "linear", "power-cosine")
 GENERATOR_TYPES = ("ViT", "UViT")
 
@@ -65,11 +66,25 @@ class TiTokConfig:
     pixel_hidden_channels: int = 128
     pixel_z_channels: int = 256
     crop_size: int = 256
+    # ours, off in every released layout: a learned null token fills the positions past a
+    # k-token prefix (models trained with tail-token drop decode any 1 <= k <= K)
+    variable_length: bool = False
+    # pixel head of a non-legacy decoder: the reference's per-patch linear map ("linear") or
+    # ours, conv + pixel-shuffle stages that mix neighbouring patches (no tile seams)
+    decoder_head: str = "linear"
+    decoder_head_channels: int = 16
     # the rest of the reference tree (experiment, generator, ...), kept for round trips
     extra: dict = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self):
         _check_choice("quantize_mode", self.quantize_mode, QUANTIZE_MODES)
+        _check_choice("decoder_head", self.decoder_head, DECODER_HEADS)
+        if self.decoder_head == "conv":
+            if self.is_legacy:
+                raise ConfigError("decoder_head 'conv' needs a pixel decoder (is_legacy=False)")
+            if self.vit_dec_patch_size % 4 or self.decoder_head_channels % 2 or self.decoder_head_channels < 2:
+                raise ConfigError("decoder_head 'conv' needs vit_dec_patch_size divisible by 4 and an even "
+                                  "decoder_head_channels >= 2")
         if self.finetune_decoder and self.quantize_mode != "vq":
             raise ConfigError("finetune_decoder=True needs quantize_mode 'vq'")
         for key in ("vit_enc_model_size", "vit_dec_model_size"):
@@ -302,6 +317,12 @@ for _name, (_enc, _k, _mode) in {
     _ckpt = f"tokenizer_{_name}.bin" if _mode == "vq" else f"{_name}.bin"
     PRESETS[_name] = _tokenizer_tree(_name, _single_stage(_enc, _k, _mode), ckpt=_ckpt)
 
+# One-D-Piece (Turing Inc.): TiTok's two-stage modules with 256 tokens, trained with tail-token
+# drop and decoded from a k-token prefix alone (their `strict_length_assertion: false`)
+ONE_D_PIECE = {"one_d_piece_l256": "large", "one_d_piece_b256": "base", "one_d_piece_s256": "small"}
+for _name, _size in ONE_D_PIECE.items():
+    PRESETS[_name] = _tokenizer_tree(_name, {**_legacy_vq(_size, 256), "strict_length_assertion": False})
+
 # tiny models for tests and CPU quickstarts
 PRESETS["titok_tiny"] = {
     "model": {
@@ -325,6 +346,7 @@ PRESETS["generator_titok_tiny"] = PRESETS["titok_tiny"]
 HUB_IDS: dict[str, str] = {
     **{n: f"yucornetto/tokenizer_{n}_imagenet" for n in PRESETS if n.startswith("titok_") and n != "titok_tiny"},
     **{f"generator_{n}": f"yucornetto/generator_{n}_imagenet" for n in _LEGACY},
+    **{n: f"turing-motors/One-D-Piece-{size[0].upper()}-256" for n, size in ONE_D_PIECE.items()},
 }
 
 

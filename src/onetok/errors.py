@@ -92,6 +92,10 @@ class StatisticsError(ValueError):
     """Statistics or feature sets that cannot be compared or read."""
 
 
+class RateQualityError(ValueError):
+    """Token budgets or a model that a rate–quality evaluation cannot use."""
+
+
 # ---------------------------------------------------------------- command line
 
 

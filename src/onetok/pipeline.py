@@ -188,24 +188,26 @@ class Pipeline:
     # ------------------------------------------------------------ the work
 
     @torch.inference_mode()
-    def tokenize(self, images: ImageInput, batch_size: int | None = None) -> torch.Tensor:
-        """Images -> token ids (B, K) on the CPU (VAE tokenizers: latents (B, K, C))."""
-        return self._batches(lambda x: self.tokenizer.tokenize(x, precision=self.precision),
+    def tokenize(self, images: ImageInput, batch_size: int | None = None, num_tokens: int | None = None) -> torch.Tensor:
+        """Images -> token ids (B, K) on the CPU (VAE tokenizers: latents (B, K, C)); with
+        `num_tokens` k, the first k of them (B, k)."""
+        return self._batches(lambda x: self.tokenizer.tokenize(x, precision=self.precision, num_tokens=num_tokens),
                              self.load_images(images), batch_size)
 
     @torch.inference_mode()
     def detokenize(self, ids: torch.Tensor | np.ndarray | Sequence, batch_size: int | None = None) -> torch.Tensor:
-        """Token ids (B, K) or (K,) -> images (B, 3, H, W) in [0, 1] on the CPU."""
+        """Token ids (B, k) or (k,), any prefix 1 <= k <= K -> images (B, 3, H, W) in [0, 1] on the CPU."""
         tokens = torch.as_tensor(np.asarray(ids)) if not torch.is_tensor(ids) else ids
         tokens = self.tokenizer.check_tokens(tokens[None] if tokens.dim() == 1 else tokens)
         return self._batches(lambda x: self.tokenizer.detokenize(x, precision=self.precision), tokens, batch_size)
 
     @torch.inference_mode()
-    def reconstruct(self, images: ImageInput, batch_size: int | None = None) -> torch.Tensor:
-        """Images -> their reconstructions through the tokens (B, 3, H, W) in [0, 1] on the CPU."""
+    def reconstruct(self, images: ImageInput, batch_size: int | None = None, num_tokens: int | None = None) -> torch.Tensor:
+        """Images -> their reconstructions through the tokens (B, 3, H, W) in [0, 1] on the CPU
+        (through the first `num_tokens` only, when given)."""
         def round_trip(x):
-            return self.tokenizer.detokenize(self.tokenizer.tokenize(x, precision=self.precision),
-                                             precision=self.precision)
+            ids = self.tokenizer.tokenize(x, precision=self.precision, num_tokens=num_tokens)
+            return self.tokenizer.detokenize(ids, precision=self.precision)
 
         return self._batches(round_trip, self.load_images(images), batch_size)
 

@@ -126,7 +126,18 @@ class Page:
         return self.find(f"#{elem_id}").text
 
     def cells(self) -> list[str]:
-        return [cell.text for cell in self.find_all("#token-grid [role=gridcell]")]
+        """The token ids in sequence order (each grid row starts with its positions, "0–7", left out)."""
+        return [cell.text for cell in self.find_all("#token-grid [role=gridcell]") if "–" not in cell.text]
+
+    def highlighted(self, test_id: str) -> bool:
+        """Whether a grid cell (or the box around it) carries the app's edited-cell colour."""
+        script = """let e = document.querySelector(`#token-grid [data-testid='${arguments[0]}']`), styles = '';
+                    for (let i = 0; e && i < 4; i++, e = e.parentElement) styles += getComputedStyle(e).backgroundColor + ';';
+                    return styles;"""
+        return "rgb(255, 213, 79)" in self.driver.execute_script(script, test_id)  # ui.EDITED_CELL's #ffd54f
+
+    def budget_captions(self) -> list[str]:
+        return [item.text for item in self.find_all("#budget-row .caption-label")]
 
     def upload(self, path: Path) -> None:
         if not self.find_all("#upload input[type=file]"):
@@ -160,14 +171,23 @@ def test_app_in_a_browser(app_url, browser, sample_photos, tmp_path):
     assert all(0 <= int(value) < 256 for value in page.cells())
     assert "PSNR" in page.text("recon-stats") and "16 bytes per image" in page.text("recon-stats")
     assert len(page.find_all("#comparison img")) == 3  # the input and both tokenizers side by side
+    # the budget row: the 16-token tokenizer's first 1, 2, 4, 8, 16 tokens, bytes and PSNR under each
+    page.wait(lambda: len(page.budget_captions()) == 5, "the budget row")
+    assert len(page.find_all("#budget-row img")) == 5
+    captions = page.budget_captions()
+    assert [c.split(" · ")[:2] for c in captions] == [["1 token", "1 B"], ["2 tokens", "2 B"], ["4 tokens", "4 B"],
+                                                       ["8 tokens", "8 B"], ["16 tokens", "16 B"]]
+    assert all(c.endswith(" dB") for c in captions)
 
     # switch to the 32-token tokenizer: the grid grows
     page.find("#tokenizer-choice input[value='32 tokens · titok_tiny_32']").click()
     page.wait(lambda: len(page.cells()) == 32, "the 32-token grid")
+    page.wait(lambda: len(page.budget_captions()) == 6 and page.budget_captions()[-1].startswith("32 tokens"),
+              "the 32-token budget row")
 
     # click a token, give it a new id, see the edited image
     old = page.cells()[3]
-    page.find("#token-grid [data-testid='cell-0-3']").click()
+    page.find("#token-grid [data-testid='cell-0-4']").click()  # column 0 holds the row's positions
     page.wait(lambda: page.find("#edit-position input").get_attribute("value") == "3", "the clicked position")
     assert page.find("#edit-id input").get_attribute("value") == old
     new = str((int(old) + 1) % 256)
@@ -176,6 +196,7 @@ def test_app_in_a_browser(app_url, browser, sample_photos, tmp_path):
     page.find("#replace-button").click()
     page.wait(lambda: f"Token 3 set to {new}." in page.text("edit-note"), "the edit note")
     page.wait(lambda: page.image_shown("edited-image") and page.cells()[3] == new, "the edited image and grid")
+    assert page.highlighted("cell-0-4") and not page.highlighted("cell-0-5")  # the edited id stands out
     page.screenshot("reconstruct.png")
 
     # an example photo shipped with onetok: one click reconstructs it (and clears the edit)

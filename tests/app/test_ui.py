@@ -12,7 +12,7 @@ from .conftest import free_port, need_module
 need_module("gradio")
 from gradio_client import Client, handle_file  # noqa: E402
 
-from onetok.app.ui import serve  # noqa: E402
+from onetok.app.ui import EDITED_CELL, serve  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore::Warning:gradio.queueing")  # pandas deprecations inside Gradio
 
@@ -43,8 +43,10 @@ def test_reconstruct_shows_crop_reconstruction_stats_and_grid(client, photo_file
     crop, recon, stats, grid, edited, note, _count, gallery = reconstruct(client, photo_file)
     assert read_image(crop).shape == read_image(recon).shape == (64, 64, 3)
     assert "PSNR" in stats and "**32 bytes per image**" in stats
-    assert len(grid["data"]) == 4 and all(len(row) == 8 for row in grid["data"])
-    assert all(0 <= int(value) < 256 for row in grid["data"] for value in row)
+    # a sequence wrapped into rows: each row first names the token positions it holds
+    assert [row[0] for row in grid["data"]] == ["0–7", "8–15", "16–23", "24–31"]
+    assert all(len(row) == 9 for row in grid["data"])
+    assert all(0 <= int(value) < 256 for row in grid["data"] for value in row[1:])
     assert [item["caption"].split(" · ")[0] for item in gallery] == ["input", "16 tokens", "32 tokens"]
     assert edited is None and note == ""
 
@@ -54,13 +56,28 @@ def test_switching_tokenizers_and_editing_tokens(client, photo_file):
     _crop, recon16, stats, grid, *_ = client.predict("16 tokens · titok_tiny_16", api_name="/show_tokenizer")
     assert len(grid["data"]) == 2 and "16 tokens" in stats
     image, grid_after, note, = client.predict(0, 17, api_name="/replace_token")
-    assert int(grid_after["data"][0][0]) == 17 and note.startswith("Token 0 set to 17.")
+    assert int(grid_after["data"][0][1]) == 17 and note.startswith("Token 0 set to 17.")
+    highlighted = [(r, c) for r, row in enumerate(grid_after["metadata"]["styling"]) for c, style in enumerate(row)
+                   if style == EDITED_CELL]
+    assert highlighted == ([(0, 1)] if int(grid["data"][0][1]) != 17 else [])
     assert read_image(image).shape == (64, 64, 3)
     image, grid_random, note = client.predict(4, 1, api_name="/randomise_tokens")
     assert note.startswith("Randomised tokens ") and grid_random["data"] != grid_after["data"]
     image, grid_reset, note = client.predict(api_name="/undo_edits")
     assert grid_reset["data"] == grid["data"]
     assert np.array_equal(read_image(image), read_image(recon16))  # undone edits decode to the reconstruction
+
+
+def test_budget_row_shows_every_prefix_with_bytes_and_psnr(client, photo_file):
+    crop = reconstruct(client, photo_file)[0]
+    row = client.predict(api_name="/budget_row")  # the 32-token tokenizer: 1, 2, 4, 8, 16, 32 tokens
+    captions = [item["caption"] for item in row]
+    assert [c.split(" · ")[:2] for c in captions] == [
+        ["1 token", "1 B"], ["2 tokens", "2 B"], ["4 tokens", "4 B"], ["8 tokens", "8 B"], ["16 tokens", "16 B"],
+        ["32 tokens", "32 B"]]
+    last = read_image(row[-1]["image"])
+    assert last.shape == (64, 64, 3)
+    assert captions[-1].endswith(f"{logic.psnr(np.array(read_image(crop)), np.array(last)):.1f} dB")
 
 
 def reconstruct(client, path: str) -> tuple:

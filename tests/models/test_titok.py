@@ -1,8 +1,11 @@
 """TiTok against the reference's outputs on the tiny fixtures."""
+import json
+
 import pytest
 import torch
 
 from onetok import TiTok
+from onetok.config import ConfigError, preset
 from onetok.models.titok import TokenizerError
 
 from .golden import TOL, VQGAN_PIXELS_TOL, assert_close, build, load_fixture
@@ -72,9 +75,81 @@ def test_bad_inputs_have_clear_errors():
     model = TiTok.from_config("titok_tiny").eval()
     with pytest.raises(TokenizerError, match="64x64"):
         model.tokenize(torch.rand(1, 3, 32, 32))
-    with pytest.raises(TokenizerError, match="32 tokens"):
-        model.detokenize(torch.zeros(1, 31, dtype=torch.long))
+    with pytest.raises(TokenizerError, match="1 to 32 tokens"):
+        model.detokenize(torch.zeros(1, 33, dtype=torch.long))
+    for bad in (0, 33, 2.0, True):
+        with pytest.raises(TokenizerError, match=r"num_tokens must be an integer in \[1, 32\]"):
+            model.tokenize(torch.rand(1, 3, 64, 64), num_tokens=bad)
     with pytest.raises(TokenizerError, match=r"\[0, 255\]"):
         model.detokenize(torch.full((1, 32), 256))
     with pytest.raises(TokenizerError, match="integer"):
         model.detokenize(torch.zeros(1, 32))
+
+
+@pytest.mark.parametrize("name", ["titok_vq_pixel", "titok_vq_twostage", "titok_vae"])
+def test_prefix_of_a_released_layout(golden_dir, name):
+    """A model without the option: the first k ids of tokenize(), and any (B, k) decodes."""
+    meta, weights, io = load_fixture(golden_dir, name)
+    model = build(meta, weights, "titok")
+    assert not model.config.variable_length and "decoder.null_token" not in model.state_dict()
+    pixels = io["pixel_values"]
+    full = model.tokenize(pixels)
+    big_k = model.config.num_latent_tokens
+    for k in (1, big_k // 2, big_k):
+        prefix = model.tokenize(pixels, num_tokens=k)
+        assert torch.equal(prefix, full[:, :k])
+        images = model.detokenize(prefix)
+        assert images.shape == pixels.shape and torch.isfinite(images).all()
+    assert torch.equal(model.detokenize(full), model.detokenize(model.tokenize(pixels, num_tokens=big_k)))
+
+
+def _tiny(**vq):
+    tree = preset("titok_tiny")
+    tree["model"]["vq_model"].update(vq)
+    return TiTok.from_config(tree).eval()
+
+
+def test_null_token_fills_the_positions_past_the_prefix():
+    torch.manual_seed(0)
+    model = _tiny(variable_length=True)
+    with torch.no_grad():
+        model.decoder.null_token.normal_()
+    ids = model.tokenize(torch.rand(2, 3, 64, 64))
+    z = model.quantize.get_codebook_entry(ids[:, :5].reshape(-1)).reshape(2, 5, -1).permute(0, 2, 1)[:, :, None]
+    keep = torch.arange(32)[None].expand(2, -1) < 5
+    padded = torch.cat([z, torch.zeros(2, z.shape[1], 1, 27)], dim=3)  # garbage past k, masked out
+    with torch.no_grad():
+        # a (B, k) prefix decodes exactly as the full-shape graph with the tail masked (training's path)
+        assert_close(model.decode_tokens(ids[:, :5]), model.decode(padded, keep))
+        assert not torch.allclose(model.decode_tokens(ids[:, :5]), model.decode_tokens(ids))
+
+
+def test_variable_length_and_conv_head_round_trip_config_json(tmp_path):
+    model = _tiny(variable_length=True, decoder_head="conv", decoder_head_channels=8)
+    model.save_pretrained(tmp_path)
+    vq = json.loads((tmp_path / "config.json").read_text())["model"]["vq_model"]
+    assert (vq["variable_length"], vq["decoder_head"], vq["decoder_head_channels"]) == (True, "conv", 8)
+    again = TiTok.from_pretrained(tmp_path)
+    assert again.config == model.config
+    assert all(torch.equal(v, again.state_dict()[k]) for k, v in model.state_dict().items())
+    # off by default: released config trees gain no key
+    assert "variable_length" not in TiTok.from_config("titok_tiny").config.to_dict()["model"]["vq_model"]
+
+
+def test_conv_head_has_no_tile_seams_by_construction():
+    """Each output pixel of the conv head depends on neighbouring patches, unlike the linear one."""
+    for head, crosses in (("linear", False), ("conv", True)):
+        model = _tiny(decoder_head=head)
+        grid = torch.zeros(1, 64, 4, 4, requires_grad=True)
+        pixels = model.decoder.conv_out(model.decoder.ffn(grid))
+        assert pixels.shape == (1, 3, 64, 64)
+        pixels[0, :, 20, 20].sum().backward()  # pixel (20, 20) lies in patch (1, 1), 4 px from its corner
+        reach = grid.grad.abs().sum(dim=(0, 1)) > 0
+        assert bool(reach[1, 1]) and bool(reach[0, 0]) is crosses
+
+
+def test_conv_head_config_is_checked():
+    with pytest.raises(ConfigError, match="decoder_head"):
+        _tiny(decoder_head="mlp")
+    with pytest.raises(ConfigError, match="is_legacy"):
+        _tiny(decoder_head="conv", is_legacy=True, finetune_decoder=True)

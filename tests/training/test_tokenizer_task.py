@@ -13,7 +13,7 @@ from onetok import MaskGITVQGAN, TiTok
 from onetok.data.sources import build_dataset
 from onetok.data.transforms import build_transform
 from onetok.training.config import config_from_dict
-from onetok.training.tokenizer_task import build_task
+from onetok.training.tokenizer_task import TokenDropConfig, build_task
 from onetok.training.trainer import Trainer, TrainingError
 
 VQ = {"codebook_size": 64, "token_size": 12, "use_l2_norm": True, "commitment_cost": 0.25,
@@ -151,3 +151,82 @@ def test_warm_start_resumes_exactly_inside_the_kmeans_window(tmp_path, photo_fol
     assert resumed.train()
     expected, got = load_file(whole / "model.safetensors"), load_file(parts / "final" / "model.safetensors")
     assert all(torch.equal(expected[k], got[k]) for k in expected)
+
+
+def photo_batch(photo_folder, size=64):
+    arrays = [np.asarray(Image.open(p).convert("RGB").resize((size, size))) for p in sorted(photo_folder.iterdir())]
+    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float() / 255
+
+
+def test_token_drop_keep_masks_are_prefixes_in_range():
+    uniform = TokenDropConfig.from_dict({"min_tokens": 2, "max_tokens": 6}, num_latent_tokens=8)
+    short = TokenDropConfig.from_dict({"min_tokens": 2, "max_tokens": 6, "distribution": "short"}, 8)
+    torch.manual_seed(0)
+    masks = uniform.keep_mask(4000, 8, "cpu")
+    lengths = masks.sum(1)
+    assert masks.shape == (4000, 8) and torch.equal(masks, torch.arange(8) < lengths[:, None])  # prefixes
+    assert set(lengths.tolist()) == {2, 3, 4, 5, 6}
+    assert short.keep_mask(4000, 8, "cpu").sum(1).float().mean() < lengths.float().mean() - 0.3
+    full = TokenDropConfig.from_dict({"max_tokens": 1, "full_length_fraction": 0.5}, 8).keep_mask(4000, 8, "cpu")
+    assert set(full.sum(1).tolist()) == {1, 8} and 0.45 < full.all(1).float().mean() < 0.55
+    for bad in ({"min_tokens": 0}, {"max_tokens": 9}, {"distribution": "long"}, {"length": 3}):
+        with pytest.raises(TrainingError, match="token_drop"):
+            TokenDropConfig.from_dict(bad, 8)
+
+
+@pytest.mark.parametrize("mode", ["vq", "vae"])
+def test_single_stage_with_token_drop_decodes_every_prefix(tmp_path, photo_folder, mode):
+    vq = dict(VQ, quantize_mode=mode, decoder_head="conv" if mode == "vq" else "linear")
+    losses, final = run(tmp_path, photo_folder, "titok_single_stage",
+                        model={"vq_model": vq, "token_drop": {"min_tokens": 1}},
+                        losses={"perceptual_loss": "none", "discriminator_weight": 0.0, "quantize_mode": mode})
+    assert improved(losses)
+    model = TiTok.from_pretrained(final)
+    assert model.config.variable_length and "decoder.null_token" in model.state_dict()
+    images = photo_batch(photo_folder)
+    full = model.tokenize(images)
+    decoded = {}
+    for k in range(1, 9):
+        tokens = model.tokenize(images, num_tokens=k)
+        assert torch.equal(tokens, full[:, :k])
+        decoded[k] = model.detokenize(tokens)
+        assert decoded[k].shape == images.shape and torch.isfinite(decoded[k]).all()
+    assert not torch.allclose(decoded[1], decoded[8])  # the tokens past the first one change the picture
+
+
+def test_stage1_then_stage2_with_token_drop(tmp_path, photo_folder, teacher_dir):
+    drop = {"min_tokens": 1, "distribution": "short"}
+    losses, stage1 = run(tmp_path, photo_folder, "titok_stage1",
+                         model={"vq_model": dict(VQ), "teacher": str(teacher_dir), "token_drop": drop})
+    assert improved(losses)
+    first = TiTok.from_pretrained(stage1)
+    assert first.config.variable_length
+    logits = first.decode_tokens(first.tokenize(photo_batch(photo_folder)[:2], num_tokens=3))
+    assert logits.shape == (2, 1024, 4, 4)  # proxy-code logits from a 3-token prefix
+    _, stage2 = run(tmp_path, photo_folder, "titok_stage2", steps=4,
+                    model={"vq_model": dict(VQ), "teacher": str(teacher_dir), "init_weight": str(stage1),
+                           "token_drop": drop}, losses={"perceptual_loss": "none", "discriminator_weight": 0.0})
+    second = TiTok.from_pretrained(stage2)
+    assert not torch.equal(first.state_dict()["decoder.null_token"], second.state_dict()["decoder.null_token"])
+    assert second.detokenize(second.tokenize(photo_batch(photo_folder)[:2], num_tokens=2)).shape == (2, 3, 64, 64)
+
+
+def test_token_drop_resumes_exactly(tmp_path, photo_folder):
+    """Stopped at step 3 and resumed: the same per-sample prefix lengths, so the same final model."""
+    model = {"vq_model": dict(VQ), "token_drop": {"min_tokens": 1, "full_length_fraction": 0.25},
+             "warm_start": {"continuous_steps": 2, "kmeans_steps": 1}}
+    losses = {"perceptual_loss": "none", "discriminator_weight": 0.0}
+    _, whole = run(tmp_path / "whole", photo_folder, "titok_single_stage", steps=6, model=model, losses=losses,
+                   save_every=3)
+    parts = tmp_path / "parts" / "titok_single_stage"
+    shutil.copytree(whole.parent, parts)
+    for leftover in ("checkpoint-6", "final"):
+        shutil.rmtree(parts / leftover)
+    tree = yaml.safe_load((parts / "config.yaml").read_text())
+    tree["experiment"]["output_dir"] = str(parts)
+    config = config_from_dict(tree)
+    dataset = build_dataset(photo_folder, transform=build_transform(True, 64, scale=(0.5, 1.0)))
+    resumed = Trainer(config, build_task(config), dataset, resume=True)
+    assert resumed.state.step == 3 and resumed.train()
+    expected, got = load_file(whole / "model.safetensors"), load_file(parts / "final" / "model.safetensors")
+    assert "decoder.null_token" in got and all(torch.equal(expected[k], got[k]) for k in expected)

@@ -136,6 +136,17 @@ def reconstruct(pipeline: Pipeline, image: torch.Tensor) -> Reconstruction:
     return Reconstruction(source, output, ids, psnr(source, output), bytes_per_image(pipeline))
 
 
+@torch.inference_mode()
+def budget_row(tokenizer: torch.nn.Module, source: np.ndarray) -> list[tuple[np.ndarray, str]]:
+    """The (H, W, 3) uint8 input decoded from its first 1, 2, 4, ... K tokens, each captioned with
+    its token count, bytes and PSNR to the input (a TiTok: one tokenization, every prefix)."""
+    from onetok.evaluation.rate_quality import budget_strip
+
+    image = pil_to_tensor(Image.fromarray(np.ascontiguousarray(source)))
+    return [(tensor_to_uint8(step["image"]), f"{step['num_tokens']} token{'s' * (step['num_tokens'] > 1)} · {step['bytes']:g} B · {step['psnr']:.1f} dB")
+            for step in budget_strip(tokenizer, image)]
+
+
 # ---------------------------------------------------------------- token grid and editing
 
 

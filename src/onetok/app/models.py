@@ -1,6 +1,7 @@
 """Which models the demo serves: the one place that loads them."""
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -121,3 +122,21 @@ def shipped_generator() -> str | None:
 def example_photos() -> list[Path]:
     """Example photos shipped under onetok/assets/examples, if any."""
     return sorted(path for path in (hub.ASSETS / "examples").glob("*") if path.suffix.lower() in {".jpg", ".png", ".webp"})
+
+
+def shipped_models_note() -> str:
+    """One sentence on what the models shipped with onetok are, read from the shipped tokenizer."""
+    from math import prod
+
+    from safetensors import safe_open
+
+    from onetok.models import TiTok
+
+    folder = Path(hub.default_tokenizer_path())
+    config = TiTok.config_class.from_dict(json.loads((folder / "config.json").read_text()))
+    with safe_open(folder / "model.safetensors", "pt") as weights:
+        params = sum(prod(weights.get_slice(name).get_shape()) for name in weights.keys())
+    return (f"The models shipped with onetok are deliberately small: a {params / 1e6:.1f}M-parameter tokenizer of "
+            f"{config.crop_size} px images into {config.num_latent_tokens} tokens, and a generator on its tokens, "
+            "both trained on a CPU from a few hundred photos; the released ImageNet checkpoints load by folder or "
+            "hub id (`onetok app --tokenizer yucornetto/tokenizer_titok_l32_imagenet`).")

@@ -10,19 +10,23 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home from
 import gradio as gr  # noqa: E402
 
 from onetok.app import logic  # noqa: E402
-from onetok.app.models import AppModels, LoadedGenerator, LoadedTokenizer  # noqa: E402
+from onetok.app.models import AppModels, LoadedGenerator, LoadedTokenizer, shipped_models_note  # noqa: E402
 
 INTRO = """# onetok: a whole image in {tokens} tokens
 A 1D tokenizer (TiTok) turns a whole image into a short sequence of integer ids and back.
 Upload a photo (JPEG, PNG or WebP, at most {mb} MB and {mp:g} megapixels): it is centre-cropped,
-tokenized and decoded again. Click a token id to change it and watch the image change."""
+tokenized and decoded again, from all its tokens and from its first 1, 2, 4, ... of them.
+Click a token id to change it and watch the image change.
+
+{shipped}"""
 IMAGE_HEIGHT = 280
 SHOWN_IMAGE = {"format": "png", "interactive": False, "buttons": ["download", "fullscreen"]}
 # small crops are scaled up to fill their box, with sharp pixels so the effect of each token stays visible
 CSS = """
 #input-image img, #recon-image img, #edited-image img, #generated-image img
   {width: 100%; height: 100%; object-fit: contain; image-rendering: pixelated}
-#comparison img {image-rendering: pixelated}
+#comparison img, #budget-row img {image-rendering: pixelated}
+#budget-row .caption-label {white-space: normal; max-width: 100%; text-overflow: clip}
 """
 
 
@@ -56,8 +60,24 @@ def stats_markdown(result: logic.Reconstruction, tokenizer: LoadedTokenizer) -> 
     )
 
 
-def grid_rows(ids: list[int]) -> list[list]:
-    return [["" if value is None else value for value in row] for row in logic.token_grid(ids)]
+EDITED_CELL = "background-color: #ffd54f; font-weight: bold"
+POSITION_CELL = "color: #777"
+
+
+def grid_rows(ids: list[int], original: list[int] | None = None) -> dict:
+    """The ids as a sequence wrapped into rows (first token first; each row starts with the
+    positions it holds); with `original`, the cells that differ from it are highlighted."""
+    rows, data, styling = logic.token_grid(ids), [], []
+    for index, row in enumerate(rows):
+        start = index * logic.GRID_COLUMNS
+        stop = min(len(ids), start + logic.GRID_COLUMNS) - 1
+        data.append([f"{start}–{stop}"] + ["" if value is None else value for value in row])
+        changed = [original is not None and value is not None and value != original[start + i] for i, value in enumerate(row)]
+        styling.append([POSITION_CELL] + [EDITED_CELL if edited else "" for edited in changed])
+    return {"headers": GRID_HEADERS, "data": data, "metadata": {"styling": styling, "display_value": None}}
+
+
+GRID_HEADERS = ["tokens"] + [f"+{column}" for column in range(logic.GRID_COLUMNS)]
 
 
 class Handlers:
@@ -102,8 +122,15 @@ class Handlers:
     def edited(self, state: Session, ids: list[int], note: str) -> tuple:
         tokenizer = self.models.tokenizer(state.selected)
         image = logic.decode_ids(tokenizer.pipeline, ids)
-        note += f" PSNR to the input: {logic.psnr(state.results[state.selected].input, image):.2f} dB."
-        return image, grid_rows(ids), note, replace(state, edited=ids)
+        result = state.results[state.selected]
+        note += f" PSNR to the input: {logic.psnr(result.input, image):.2f} dB."
+        return image, grid_rows(ids, result.ids), note, replace(state, edited=ids)
+
+    def budget(self, state: Session) -> list:
+        """The budget row of the selected tokenizer: the input from its first 1, 2, 4, ... K tokens."""
+        if not state.selected:
+            return []
+        return logic.budget_row(self.models.tokenizer(state.selected).pipeline.tokenizer, state.results[state.selected].input)
 
     def current(self, state: Session) -> LoadedTokenizer:
         if not state.selected:
@@ -113,7 +140,10 @@ class Handlers:
     def select(self, state: Session, event: gr.SelectData) -> tuple:
         try:
             tokenizer = self.current(state)
-            where = logic.grid_position(*event.index, tokenizer.num_tokens)
+            row, column = event.index
+            if column == 0:
+                raise logic.TokenEditError("that cell lists the row's token positions: click a token id")
+            where = logic.grid_position(row, column - 1, tokenizer.num_tokens)
         except ValueError as err:
             problem(err)
             return keep(), keep()
@@ -171,6 +201,10 @@ def reconstruct_tab(models: AppModels, handlers: Handlers) -> None:
         source_image = gr.Image(label="Input (centre crop)", height=IMAGE_HEIGHT, **SHOWN_IMAGE, elem_id="input-image")
         recon_image = gr.Image(label="Reconstruction", height=IMAGE_HEIGHT, **SHOWN_IMAGE, elem_id="recon-image")
     stats = gr.Markdown(elem_id="recon-stats")
+    budget = gr.Gallery(
+        label="One model, every budget: the input from its first 1, 2, 4, ... tokens (bytes and PSNR under each)",
+        columns=8, height=IMAGE_HEIGHT // 2 + 80, format="png", object_fit="contain", elem_id="budget-row",
+    )
     comparison = gr.Gallery(
         label="Every loaded tokenizer side by side", columns=max(4, len(labels) + 1), height=IMAGE_HEIGHT + 40, format="png",
         object_fit="contain", fit_columns=False, visible=len(labels) > 1, elem_id="comparison",
@@ -178,8 +212,9 @@ def reconstruct_tab(models: AppModels, handlers: Handlers) -> None:
     with gr.Row():
         with gr.Column(scale=2):
             grid = gr.Dataframe(
-                headers=[str(column) for column in range(logic.GRID_COLUMNS)],
-                label="Token ids, row by row (click one to edit it)", interactive=False, elem_id="token-grid",
+                headers=GRID_HEADERS, interactive=False, elem_id="token-grid",
+                label="Token ids in sequence order, first token first, wrapped into rows (click one to edit it; "
+                      "edited ones are highlighted)",
             )
             with gr.Row():
                 position = gr.Number(label="Token position", precision=0, minimum=0, elem_id="edit-position")
@@ -197,8 +232,10 @@ def reconstruct_tab(models: AppModels, handlers: Handlers) -> None:
 
     shown = [source_image, recon_image, stats, grid, session, edited_image, edit_note, count, comparison]
     edits = [edited_image, grid, edit_note, session]
-    upload.change(handlers.upload, [upload, choice], shown, api_name="reconstruct")
-    choice.change(handlers.choose, [session, choice], shown, api_name="show_tokenizer")
+    upload.change(handlers.upload, [upload, choice], shown, api_name="reconstruct").then(
+        handlers.budget, [session], [budget], api_name="budget_row")
+    choice.change(handlers.choose, [session, choice], shown, api_name="show_tokenizer").then(
+        handlers.budget, [session], [budget])
     grid.select(handlers.select, [session], [position, new_id], api_name="select_token")
     replace_button.click(handlers.replace_token, [session, position, new_id], edits, api_name="replace_token")
     randomise_button.click(handlers.randomise, [session, count, edit_seed], edits, api_name="randomise_tokens")
@@ -233,7 +270,8 @@ def build_demo(models: AppModels) -> gr.Blocks:
     # uploads and outputs live in Gradio's cache: drop files older than an hour, every ten minutes
     with gr.Blocks(title="onetok", delete_cache=(600, 3600)) as demo:
         gr.Markdown(INTRO.format(
-            tokens=" / ".join(str(t.num_tokens) for t in models.tokenizers), mb=logic.MAX_UPLOAD_MB, mp=logic.MAX_UPLOAD_PIXELS / 1e6
+            tokens=" / ".join(str(t.num_tokens) for t in models.tokenizers), mb=logic.MAX_UPLOAD_MB,
+            mp=logic.MAX_UPLOAD_PIXELS / 1e6, shipped=shipped_models_note(),
         ))
         with gr.Tab("Reconstruct"):
             reconstruct_tab(models, handlers)

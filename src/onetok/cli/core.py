@@ -33,9 +33,24 @@ def add_runtime_args(parser, batch_flag: str = "--batch-size", batch_default: in
     parser.add_argument(batch_flag, type=int, default=batch_default, help="images per forward pass")
 
 
+def add_num_tokens_arg(parser, help: str) -> None:
+    parser.add_argument("--num-tokens", type=int, metavar="K", help=help)
+
+
 def check_positive(value: int, flag: str) -> int:
     if value < 1:
         raise CommandError(f"{flag} must be at least 1, got {value}")
+    return value
+
+
+def check_num_tokens(pipe: Pipeline, value: int | None, available: int | None = None) -> int:
+    """--num-tokens k (default: all K), checked against the tokenizer (and the ids at hand)."""
+    limit = pipe.num_tokens if available is None else min(available, pipe.num_tokens)
+    if value is None:
+        return limit
+    if not 1 <= value <= limit:
+        have = f"this tokenizer has {pipe.num_tokens} tokens" + (f" and the file holds {available}" if available else "")
+        raise CommandError(f"--num-tokens must lie in 1..{limit} ({have}), got {value}")
     return value
 
 
@@ -122,17 +137,18 @@ def cmd_tokenize(args) -> int:
     check_positive(args.batch_size, "--batch-size")
     out = check_writable(Path(args.output), (".json", ".npy"))
     pipe = load_pipeline(args, args.model)
+    num_tokens = check_num_tokens(pipe, args.num_tokens)
     paths, images, errors = read_images(args.images, pipe.image_size)
     if not paths:  # nothing succeeded: leave any existing output as it was
         return report_errors(errors, "images", 0)
-    ids = pipe.tokenize(images, args.batch_size)
-    if out.suffix == ".npy":
+    ids = pipe.tokenize(images, args.batch_size, num_tokens=num_tokens)
+    if out.suffix == ".npy":  # (N, k): the shape records the length
         atomic_save_npy(out, ids.numpy())
     else:
-        record = {"model": str(args.model or "default"), "num_tokens": pipe.num_tokens,
+        record = {"model": str(args.model or "default"), "num_tokens": num_tokens, "max_tokens": pipe.num_tokens,
                   "codebook_size": pipe.codebook_size, "tokens": {p: row.tolist() for p, row in zip(paths, ids)}}
         atomic_write_bytes(out, (json.dumps(record) + "\n").encode())
-    print(f"wrote {len(paths)} x {pipe.num_tokens} tokens to {out}")
+    print(f"wrote {len(paths)} x {num_tokens} tokens to {out}")
     return report_errors(errors, "images", len(paths))
 
 
@@ -145,8 +161,11 @@ def read_tokens(path: str) -> tuple[list[str], torch.Tensor]:
             array = np.load(file, allow_pickle=False)
             names = [f"{i:05d}" for i in range(len(array))]
         else:
-            tokens = json.loads(file.read_text())["tokens"]
+            record = json.loads(file.read_text())
+            tokens = record["tokens"]
             names, array = [Path(p).stem for p in tokens], np.array(list(tokens.values()))
+            if array.ndim != 2 or array.shape[1] != record.get("num_tokens", array.shape[1]):
+                raise ValueError(f"it records {record.get('num_tokens')} tokens per image, its rows differ")
     except (ValueError, KeyError, TypeError, AttributeError) as err:
         raise CommandError(f"{file}: not a token file written by `onetok tokenize` ({err})") from None
     if array.ndim == 1:
@@ -160,6 +179,7 @@ def cmd_detokenize(args) -> int:
     names, tokens = read_tokens(args.tokens)
     pipe = load_pipeline(args, args.model)
     tokens = pipe.tokenizer.check_tokens(tokens)  # wrong count / range -> clear error before any work
+    tokens = tokens[:, : check_num_tokens(pipe, args.num_tokens, tokens.shape[1])]
     images = pipe.detokenize(tokens, args.batch_size)
     for name, image in zip(names, images):
         save_image(image, out_dir / f"{name}.png")
@@ -168,16 +188,19 @@ def cmd_detokenize(args) -> int:
 
 
 def cmd_reconstruct(args) -> int:
+    from ..evaluation.rate_quality import token_bytes
+
     check_positive(args.batch_size, "--batch-size")
     out = check_writable(Path(args.output), (".png", ".jpg", ".jpeg"))
     pipe = load_pipeline(args, args.model)
+    num_tokens = check_num_tokens(pipe, args.num_tokens)
     paths, images, errors = read_images(args.images, pipe.image_size)
     if paths:
-        recon = pipe.reconstruct(images, args.batch_size)
+        recon = pipe.reconstruct(images, args.batch_size, num_tokens=num_tokens)
         for path, value in zip(paths, psnr(images, recon).tolist()):
             print(f"{path}: PSNR {value:.2f} dB")
         save_image(make_grid(torch.cat([images, recon]), ncol=len(paths)), out)
-        print(f"{pipe.num_tokens} tokens per image ({pipe.bits_per_image / 8:g} bytes); "
+        print(f"{num_tokens} of {pipe.num_tokens} tokens per image ({token_bytes(pipe.tokenizer, num_tokens):g} bytes); "
               f"originals (top) and reconstructions (bottom) in {out}")
     return report_errors(errors, "images", len(paths))
 
@@ -214,6 +237,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("images", nargs="+")
     p.add_argument("--model", help="checkpoint folder, preset or hub id (default: the shipped model)")
     p.add_argument("-o", "--output", default="tokens.json", help=".json or .npy")
+    add_num_tokens_arg(p, "keep the first K tokens of each image (default: all)")
     add_runtime_args(p)
     p.set_defaults(func=cmd_tokenize)
 
@@ -221,6 +245,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("tokens", help="a .json or .npy written by `onetok tokenize`")
     p.add_argument("--model")
     p.add_argument("-o", "--output", required=True, help="output folder")
+    add_num_tokens_arg(p, "decode only the first K tokens of each image (default: all in the file)")
     add_runtime_args(p)
     p.set_defaults(func=cmd_detokenize)
 
@@ -228,6 +253,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("images", nargs="+")
     p.add_argument("--model")
     p.add_argument("-o", "--output", default="reconstruction.png")
+    add_num_tokens_arg(p, "reconstruct from the first K tokens only (default: all)")
     add_runtime_args(p)
     p.set_defaults(func=cmd_reconstruct)
 

@@ -53,6 +53,22 @@ def load_models() -> tuple[TiTok, MaskGIT | None, bool]:
     return tokenizer, generator, False
 
 
+def budget_pictures(tokenizer: TiTok, images: torch.Tensor, out: Path) -> list[str]:
+    """budget_strip.png (each photo from its first 1, 2, 4, ... K tokens) and the rate-quality
+    table and plot of these photos beside JPEG, WebP, AVIF, ThumbHash and thumbnails."""
+    from ..evaluation.rate_quality import budget_strip, evaluate_rate_quality, strip_picture
+
+    strips = [strip_picture(image, budget_strip(tokenizer, image), scale=2) for image in images]
+    sheet = Image.new("RGB", (strips[0].width, sum(s.height for s in strips)), "white")
+    for row, strip in enumerate(strips):
+        sheet.paste(strip, (0, row * strips[0].height))
+    save_image(sheet, out / "budget_strip.png")
+    evaluate_rate_quality(tokenizer, images, out_dir=out, kid_subsets=10, kid_subset_size=len(images))
+    return ["", "`budget_strip.png`: each photo from its first 1, 2, 4, ... tokens of the one model, with bytes "
+            "and PSNR under each; `rate_quality.md` / `rate_quality.png`: the same budgets beside JPEG, WebP, "
+            "AVIF, ThumbHash and same-byte thumbnails on these photos.", ""]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--images", nargs="*", help="image files (default: the scikit-image/learn samples)")
@@ -97,6 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     lines += [f"| **mean** | {model_psnr.mean():.3f} | {thumb_psnr.mean():.3f} | {model_ssim.mean():.3f} | {thumb_ssim.mean():.3f} |",
               "", "Rows of `reconstruction.png`: originals, reconstructions, thumbnail baseline.", ""]
 
+    lines += budget_pictures(tokenizer, images, out)
+
     if generator is not None:
         gcfg = generator.config
         classes = torch.arange(min(gcfg.condition_num_classes, 8)).repeat_interleave(4)
@@ -115,7 +133,8 @@ def main(argv: list[str] | None = None) -> int:
             lines += ["Classes: " + ", ".join(names_map[: len(classes) // 4])]
     (out / "report.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
-    print(f"\nwrote {out}/reconstruction.png, tokens.json, {'generated.png, ' if generator else ''}report.md")
+    print(f"\nwrote {out}/reconstruction.png, tokens.json, budget_strip.png, rate_quality.md/.png, "
+          f"{'generated.png, ' if generator else ''}report.md")
     return 0
 
 

@@ -49,8 +49,14 @@ def cmd_recon(args) -> int:
     from ..processes import process_state
     from .core import check_writable, load_tokenizer
 
-    check_writable(Path(args.output))
     model = load_tokenizer(args.model, "cpu")
+    if args.num_tokens:  # bad counts are refused before the output folder is made
+        from ..evaluation.rate_quality import parse_token_counts
+
+        counts = parse_token_counts(args.num_tokens, model.config.num_latent_tokens)
+        check_writable(Path(args.output))
+        return _rate_quality(args, model, counts)
+    check_writable(Path(args.output))
     teacher = _teacher(args.teacher) if args.teacher else None
     result = evaluate_reconstruction(
         model, args.data, args.batch_size, out_dir=args.output, inception=_inception(args), lpips=_lpips(args),
@@ -68,6 +74,23 @@ def _teacher(path: str):
     if not Path(path).exists():
         raise FileNotFoundError(f"{path}: no such teacher VQGAN file or folder")
     return load_vqgan(path)
+
+
+def _rate_quality(args, model, counts: list[int]) -> int:
+    from ..evaluation.rate_quality import evaluate_rate_quality
+
+    result = evaluate_rate_quality(
+        model, args.data, counts, out_dir=args.output, batch_size=args.batch_size, inception=_inception(args),
+        lpips=_lpips(args), kid_subsets=args.kid_subsets, kid_subset_size=args.kid_subset_size, limit=args.limit,
+    )
+    for row in result["rows"]:
+        if row["method"] == "tokens":
+            print(f"{row['num_tokens']:>4} tokens  {row['bytes_per_image']:>7g} bytes  PSNR {row['psnr']:.2f}  "
+                  f"rFID {row['rfid']:.2f}")
+    for note in result["notes"]:
+        print(f"note: {note}", file=sys.stderr)
+    print(f"table: {Path(args.output) / 'rate_quality.md'}; plot: {Path(args.output) / 'rate_quality.png'}")
+    return 0
 
 
 def cmd_samples(args) -> int:
@@ -147,6 +170,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--lpips-backbone", "--lpips-vgg", dest="lpips_backbone",
                    help="torchvision vgg16-397923af.pth or alexnet-owt-7be5be79.pth (SHA-256 checked)")
     p.add_argument("--lpips-heads", help="lpips v0.1 vgg.pth or alex.pth (default: from the lpips wheel)")
+    p.add_argument("--num-tokens", metavar="COUNTS",
+                   help="rate-quality instead: the first k tokens for each k (e.g. 1,2,4,...,64, or 'all'), beside "
+                   "JPEG, WebP, AVIF, ThumbHash and thumbnails of the same bytes (rate_quality.md/.json/.png)")
     _common(p, 32)
     _kid_args(p)
     p.set_defaults(func=cmd_recon)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import math
 import os
 
 import numpy as np
@@ -71,3 +72,61 @@ def line_chart(values: np.ndarray, path: str | os.PathLike, title: str, x_label:
         draw.ellipse([x - 2, y - 2, x + 2, y + 2], fill=LINE_COLOUR)
     _label_axes(draw, x_label, len(values) - 1, low, high)
     _save(img, path)
+
+
+SERIES_COLOURS = [(52, 101, 164), (204, 0, 0), (78, 154, 6), (245, 121, 0), (117, 80, 123), (193, 125, 17),
+                  (85, 87, 83)]
+
+
+def _nice_ticks(low: float, high: float) -> list[float]:
+    """Powers of ten (with 2x and 5x steps when few) inside [low, high] of a log axis."""
+    ticks = [m * 10.0**e for e in range(math.floor(math.log10(low)), math.ceil(math.log10(high)) + 1)
+             for m in (1, 2, 5)]
+    inside = [t for t in ticks if low <= t <= high]
+    return inside if len(inside) <= 12 else [t for t in inside if math.log10(t).is_integer()]
+
+
+def log_x_panels(panels: list[tuple[str, dict[str, list[tuple[float, float]]]]], path: str | os.PathLike,
+                 x_label: str) -> None:
+    """Panels stacked top to bottom, each a y-against-x chart on a log x axis shared by all panels:
+    one coloured line with dots per series, a legend on the right. Non-finite points are left out."""
+    legend_width, plot_right = 180, WIDTH - MARGIN
+    names = list(dict.fromkeys(name for _, series in panels for name in series))
+    colours = {name: SERIES_COLOURS[i % len(SERIES_COLOURS)] for i, name in enumerate(names)}
+    xs = [x for _, series in panels for points in series.values() for x, y in points
+          if x > 0 and math.isfinite(x) and math.isfinite(y)]
+    x_low, x_high = (min(xs) / 1.3, max(xs) * 1.3) if xs else (1.0, 10.0)
+    image = Image.new("RGB", (WIDTH + legend_width, HEIGHT * len(panels)), "white")
+    for row, (title, series) in enumerate(panels):
+        panel, draw = _canvas(title)
+        finite = {name: sorted((x, y) for x, y in points if x > 0 and math.isfinite(x) and math.isfinite(y))
+                  for name, points in series.items()}
+        ys = [y for points in finite.values() for _, y in points]
+        y_low, y_high = (min(ys), max(ys)) if ys else (0.0, 1.0)
+        pad = (y_high - y_low) * 0.05 or 1.0
+        y_low, y_high = y_low - pad, y_high + pad
+
+        def at(x: float, y: float) -> tuple[float, float]:
+            u = (math.log10(x) - math.log10(x_low)) / (math.log10(x_high) - math.log10(x_low))
+            return MARGIN + u * (plot_right - MARGIN), HEIGHT - MARGIN - (HEIGHT - 2 * MARGIN) * (y - y_low) / (y_high - y_low)
+
+        for tick in _nice_ticks(x_low, x_high):
+            x, _ = at(tick, y_low)
+            draw.line([(x, HEIGHT - MARGIN), (x, HEIGHT - MARGIN + 4)], fill=AXIS_COLOUR)
+            draw.text((x - 8, HEIGHT - MARGIN + 6), f"{tick:g}", fill=AXIS_COLOUR)
+        draw.text((plot_right - 120, HEIGHT - MARGIN + 22), x_label, fill=AXIS_COLOUR)
+        draw.text((4, MARGIN - 6), f"{y_high:.3g}", fill=AXIS_COLOUR)
+        draw.text((4, HEIGHT - MARGIN - 6), f"{y_low:.3g}", fill=AXIS_COLOUR)
+        for name, points in finite.items():
+            pixels = [at(x, y) for x, y in points]
+            if len(pixels) > 1:
+                draw.line(pixels, fill=colours[name], width=2)
+            for x, y in pixels:
+                draw.ellipse([x - 3, y - 3, x + 3, y + 3], fill=colours[name])
+        image.paste(panel, (0, row * HEIGHT))
+        legend = ImageDraw.Draw(image)
+        for i, name in enumerate(series):
+            top = row * HEIGHT + MARGIN + 18 * i
+            legend.rectangle([WIDTH, top + 2, WIDTH + 10, top + 12], fill=colours[name])
+            legend.text((WIDTH + 16, top), name, fill=AXIS_COLOUR)
+    _save(image, path)

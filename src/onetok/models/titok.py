@@ -69,6 +69,22 @@ class TiTokEncoder(_ViTStack):
         return self.conv_out(x).reshape(b, -1, 1, num_latents)
 
 
+def _conv_pixel_head(width: int, patch: int, channels: int) -> nn.Sequential:
+    """Decoder grid (B, W, g, g) -> features (B, channels/2, H, W) for a final 3x3 conv.
+
+    The per-patch linear map only reaches a grid 4x coarser than the pixels; two 3x3 conv +
+    pixel-shuffle (x2) stages then build the last two octaves from neighbouring patches, so
+    patch borders do not show as seams. Channels stay small: this runs at full resolution.
+    """
+    coarse, half = patch // 4, channels // 2
+    return nn.Sequential(
+        nn.Conv2d(width, coarse * coarse * channels, 1),
+        Rearrange("b (p1 p2 c) h w -> b c (h p1) (w p2)", p1=coarse, p2=coarse),
+        nn.Conv2d(channels, 4 * half, 3, padding=1), nn.PixelShuffle(2), nn.GELU(),
+        nn.Conv2d(half, 4 * half, 3, padding=1), nn.PixelShuffle(2), nn.GELU(),
+    )
+
+
 class TiTokDecoder(_ViTStack):
     def __init__(self, cfg: TiTokConfig):
         super().__init__()
@@ -88,20 +104,43 @@ class TiTokDecoder(_ViTStack):
                 nn.Conv2d(width, 2 * width, 1), nn.Tanh(), nn.Conv2d(2 * width, PROXY_CODEBOOK_SIZE, 1)
             )
             self.conv_out = nn.Identity()
+        elif cfg.decoder_head == "conv":
+            self.ffn = _conv_pixel_head(width, patch, cfg.decoder_head_channels)
+            self.conv_out = nn.Conv2d(cfg.decoder_head_channels // 2, 3, 3, padding=1)
         else:
             self.ffn = nn.Sequential(
                 nn.Conv2d(width, patch * patch * 3, 1),
                 Rearrange("b (p1 p2 c) h w -> b c (h p1) (w p2)", p1=patch, p2=patch),
             )
             self.conv_out = nn.Conv2d(3, 3, 3, padding=1)
+        self.num_latent_tokens = cfg.num_latent_tokens
+        if cfg.variable_length:  # only then: every released layout loads strictly
+            self.null_token = _embedding(1, 1, width, width=width)
 
-    def forward(self, z_quantized: torch.Tensor) -> torch.Tensor:
-        """(B, C, 1, K) -> proxy-code logits (B, 1024, g, g) or pixels (B, 3, H, W)."""
+
+    def forward(self, z_quantized: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, C, 1, k) -> proxy-code logits (B, 1024, g, g) or pixels (B, 3, H, W).
+
+        A prefix k < K is padded to K with the learned null token; ``keep`` (B, K) bool replaces
+        the positions it marks False by it too (training's tail-token drop: one fixed-shape graph).
+        A model without a null token reads the k tokens alone (as One-D-Piece decodes).
+        """
         b, _, h, k = z_quantized.shape
-        if h != 1:
-            raise TokenizerError(f"decoder expects latents of shape (B, C, 1, K), got {tuple(z_quantized.shape)}")
+        if h != 1 or not 1 <= k <= self.num_latent_tokens:
+            raise TokenizerError(
+                f"decoder expects latents of shape (B, C, 1, k), 1 <= k <= {self.num_latent_tokens}, "
+                f"got {tuple(z_quantized.shape)}"
+            )
         latents = self.decoder_embed(rearrange(z_quantized, "b c 1 k -> b k c"))
-        latents = latents + self.latent_token_positional_embedding.to(latents.dtype)
+        if hasattr(self, "null_token"):
+            null = self.null_token.to(latents.dtype)
+            if k < self.num_latent_tokens:
+                latents = torch.cat([latents, null.expand(b, self.num_latent_tokens - k, -1)], dim=1)
+            if keep is not None:
+                latents = torch.where(keep[:, :, None], latents, null)
+        elif keep is not None:
+            raise TokenizerError("a keep mask needs the null token: build the model with variable_length=True")
+        latents = latents + self.latent_token_positional_embedding[: latents.shape[1]].to(latents.dtype)
         masks = self.mask_token.to(latents.dtype).expand(b, self.grid**2, -1)
         cls = self.class_embedding.to(latents.dtype).expand(b, -1, -1)
         masks = torch.cat([cls, masks], dim=1) + self.positional_embedding.to(latents.dtype)
@@ -124,6 +163,10 @@ class TiTok(HubMixin, nn.Module):
         self.decoder = TiTokDecoder(config)
         self.latent_tokens = _embedding(config.num_latent_tokens, enc_width, width=enc_width)
         self.apply(init_reference_weights)
+        if config.decoder_head == "conv":  # ours: torch's fan-in init, 0.02 would mute the stacked convs
+            for layer in [*self.decoder.ffn, self.decoder.conv_out]:
+                if isinstance(layer, nn.Conv2d):
+                    layer.reset_parameters()
         # created after the model-wide init, as in the reference, so they keep their own init
         if not config.is_vae:
             self.quantize = VectorQuantizer(
@@ -149,9 +192,12 @@ class TiTok(HubMixin, nn.Module):
             return posterior.sample(), posterior
         return self.quantize(z) if quantize else self.quantize.bypass(z)
 
-    def decode(self, z_quantized: torch.Tensor) -> torch.Tensor:
-        """Latents -> pixels (unclamped), or proxy-code logits for a stage-1 model."""
-        decoded = self.decoder(z_quantized)
+    def decode(self, z_quantized: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
+        """Latents (B, C, 1, k), 1 <= k <= K -> pixels (unclamped), or proxy-code logits for a stage-1 model.
+
+        ``keep`` (B, K) bool: positions marked False are replaced by the null token.
+        """
+        decoded = self.decoder(z_quantized, keep)
         if not self.config.finetune_decoder:
             return decoded
         weights = decoded.softmax(dim=1)
@@ -159,7 +205,7 @@ class TiTok(HubMixin, nn.Module):
         return self.pixel_decoder(soft_latents)
 
     def decode_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Ids (B, K) / (B, 1, K), or VAE latents (B, C, 1, K) -> raw decoder output."""
+        """Ids (B, k) / (B, 1, k), or VAE latents (B, C, 1, k), 1 <= k <= K -> raw decoder output."""
         if self.config.is_vae:
             return self.decode(tokens)
         ids = tokens.reshape(tokens.shape[0], -1)
@@ -167,9 +213,9 @@ class TiTok(HubMixin, nn.Module):
         z_quantized = rearrange(codes, "(b k) c -> b c 1 k", b=ids.shape[0])
         return self.decode(z_quantized.to(self.decoder.decoder_embed.weight.dtype))
 
-    def forward(self, pixels: torch.Tensor, quantize: bool = True):
+    def forward(self, pixels: torch.Tensor, quantize: bool = True, keep: torch.Tensor | None = None):
         z_quantized, result = self.encode(pixels, quantize)
-        return self.decode(z_quantized), result
+        return self.decode(z_quantized, keep), result
 
     # ------------------------------------------------------------ friendly API
     def check_images(self, images: torch.Tensor) -> None:
@@ -183,41 +229,58 @@ class TiTok(HubMixin, nn.Module):
                 "resize and center-crop first (onetok.data.images.load_image does)"
             )
 
+    def check_num_tokens(self, num_tokens: int) -> int:
+        k = self.config.num_latent_tokens
+        if isinstance(num_tokens, bool) or not isinstance(num_tokens, int) or not 1 <= num_tokens <= k:
+            raise TokenizerError(f"num_tokens must be an integer in [1, {k}], got {num_tokens!r}")
+        return num_tokens
+
     def check_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Ids (B, k) / (B, 1, k), or VAE latents (B, k, C) / (B, C, 1, k): any prefix 1 <= k <= K."""
         k = self.config.num_latent_tokens
         if self.config.is_vae:
-            if tokens.dim() == 3:  # (B, K, C) posterior means from tokenize()
+            if tokens.dim() == 3:  # (B, k, C) posterior means from tokenize()
                 tokens = rearrange(tokens, "b k c -> b c 1 k")
-            if tokens.dim() != 4 or tokens.shape[1:] != (self.config.token_size, 1, k):
-                raise TokenizerError(f"expected VAE tokens (B, {k}, {self.config.token_size}), got {tuple(tokens.shape)}")
+            if tokens.dim() != 4 or tokens.shape[1:3] != (self.config.token_size, 1) or not 1 <= tokens.shape[3] <= k:
+                raise TokenizerError(
+                    f"expected VAE tokens (B, k, {self.config.token_size}) with 1 <= k <= {k}, got {tuple(tokens.shape)}"
+                )
             return tokens.float()
         if tokens.is_floating_point() or tokens.dim() not in (2, 3):
             raise TokenizerError(f"expected integer token ids of shape (B, {k}), got {tuple(tokens.shape)} {tokens.dtype}")
         ids = tokens.reshape(tokens.shape[0], -1)
-        if ids.shape[1] != k:
-            raise TokenizerError(f"this tokenizer uses {k} tokens per image, got {ids.shape[1]}")
+        if not 1 <= ids.shape[1] <= k:
+            raise TokenizerError(f"this tokenizer reads 1 to {k} tokens per image, got {ids.shape[1]}")
         lo, hi = int(ids.min()), int(ids.max())
         if lo < 0 or hi >= self.config.codebook_size:
             raise TokenizerError(f"token ids must lie in [0, {self.config.codebook_size - 1}], got values in [{lo}, {hi}]")
         return ids.long()
 
     @torch.no_grad()
-    def tokenize(self, images: torch.Tensor, precision: str = "fp32") -> torch.Tensor:
-        """Images (B, 3, H, W) in [0, 1] -> ids (B, K); VAE: posterior means (B, K, C).
+    def tokenize(self, images: torch.Tensor, precision: str = "fp32", num_tokens: int | None = None) -> torch.Tensor:
+        """Images (B, 3, H, W) in [0, 1] -> ids (B, k); VAE: posterior means (B, k, C).
 
+        ``num_tokens`` k (default K) keeps the first k tokens: the encoder always reads all K
+        latent positions, so the result is the first k of the full tokenization.
         ``precision`` "bf16" (or "auto") runs the ViT under bfloat16 autocast; the
         nearest-code search stays float32.
         """
         self.check_images(images)
+        k = self.config.num_latent_tokens if num_tokens is None else self.check_num_tokens(num_tokens)
         with autocast(precision, images.device):
             z = self.encoder(images.to(self.latent_tokens.dtype), self.latent_tokens)
         if self.config.is_vae:
-            return rearrange(DiagonalGaussianPosterior(z).mode(), "b c 1 k -> b k c")
-        return self.quantize(z)[1]["min_encoding_indices"].reshape(images.shape[0], -1)
+            return rearrange(DiagonalGaussianPosterior(z).mode(), "b c 1 k -> b k c")[:, :k]
+        return self.quantize(z)[1]["min_encoding_indices"].reshape(images.shape[0], -1)[:, :k]
 
     @torch.no_grad()
     def detokenize(self, tokens: torch.Tensor, precision: str = "fp32") -> torch.Tensor:
-        """Ids (B, K) (or VAE latents) -> images (B, 3, H, W) clamped to [0, 1]."""
+        """Ids (B, k) (or VAE latents (B, k, C)), 1 <= k <= K -> images (B, 3, H, W) clamped to [0, 1].
+
+        The positions past k get the learned null token of a model trained with tail-token
+        drop (``config.variable_length``). A model without one decodes the k tokens alone: it
+        still answers, but unless it was trained on prefixes (One-D-Piece) the quality is poor.
+        """
         if not self.config.finetune_decoder and self.config.is_legacy:
             raise TokenizerError(
                 "a stage-1 model predicts proxy codes, not pixels: decode its logits with a MaskGIT-VQGAN"

@@ -6,6 +6,7 @@ recipes' numbers live in configs/*.yaml (SPEC 4.2-4.4).
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import torch
@@ -21,6 +22,87 @@ from .trainer import Task, TrainingError
 from .warm_start import CodebookSeeder, WarmStartConfig, initialise
 
 TASKS = ("titok_stage1", "titok_stage2", "titok_single_stage", "vqgan")
+TOKEN_DROP_DISTRIBUTIONS = ("uniform", "short")
+
+
+@dataclass
+class TokenDropConfig:
+    """`model.token_drop`: tail-token drop, so one model decodes any prefix of its K tokens.
+
+    Each sample keeps its first k tokens, k drawn in [min_tokens, max_tokens (default K)]:
+    "uniform", or "short" (p(k) ~ 1/k, weighted toward short prefixes); a further
+    `full_length_fraction` of the samples keeps all K. The rest become the decoder's null token.
+    """
+
+    min_tokens: int = 1
+    max_tokens: int | None = None
+    distribution: str = "uniform"
+    full_length_fraction: float = 0.0
+
+    @classmethod
+    def from_dict(cls, values: dict, num_latent_tokens: int) -> "TokenDropConfig":
+        known = {f.name for f in fields(cls)}
+        if not isinstance(values, dict) or set(values) - known:
+            unknown = sorted(set(values) - known) if isinstance(values, dict) else values
+            raise TrainingError(f"model.token_drop: unknown keys {unknown}; known: {sorted(known)}")
+        config = cls(**values)
+        config.max_tokens = num_latent_tokens if config.max_tokens is None else config.max_tokens
+        if not 1 <= config.min_tokens <= config.max_tokens <= num_latent_tokens:
+            raise TrainingError(f"model.token_drop needs 1 <= min_tokens <= max_tokens <= {num_latent_tokens} "
+                                f"(num_latent_tokens), got {config.min_tokens}..{config.max_tokens}")
+        if config.distribution not in TOKEN_DROP_DISTRIBUTIONS:
+            raise TrainingError(f"model.token_drop.distribution must be one of {TOKEN_DROP_DISTRIBUTIONS}, "
+                                f"got {config.distribution!r}")
+        if not 0.0 <= config.full_length_fraction <= 1.0:
+            raise TrainingError("model.token_drop.full_length_fraction must lie in [0, 1]")
+        return config
+
+    def keep_mask(self, batch_size: int, num_latent_tokens: int, device) -> torch.Tensor:
+        """(B, K) bool, True on each sample's kept prefix; drawn from the global RNG (resumes exactly)."""
+        lengths = torch.arange(self.min_tokens, self.max_tokens + 1, dtype=torch.float64)
+        weights = torch.ones_like(lengths) if self.distribution == "uniform" else 1.0 / lengths
+        k = lengths[torch.multinomial(weights, batch_size, replacement=True)].long()
+        full = torch.rand(batch_size) < self.full_length_fraction
+        k = torch.where(full, num_latent_tokens, k)
+        return (torch.arange(num_latent_tokens)[None, :] < k[:, None]).to(device)
+
+
+def titok_tree(config: TrainConfig, **vq: object) -> tuple[dict, TokenDropConfig | None]:
+    """The run's TiTok config tree (recipe-only sections dropped, `vq` fixed) and its tail-token drop.
+
+    `model.token_drop` switches the model's null token on (`variable_length`).
+    """
+    tree = model_tree(config)
+    for recipe_only in ("warm_start", "token_drop"):
+        tree["model"].pop(recipe_only, None)
+    tree["model"]["vq_model"].update(vq)
+    values = config.model.get("token_drop")
+    if values is None:
+        return tree, None
+    tree["model"]["vq_model"]["variable_length"] = True
+    return tree, TokenDropConfig.from_dict(values, tree["model"]["vq_model"].get("num_latent_tokens", 32))
+
+
+class _TokenDropMixin:
+    token_drop: TokenDropConfig | None = None
+
+    def keep_mask(self, model: nn.Module, images: torch.Tensor) -> torch.Tensor | None:
+        """A training batch's (B, K) keep mask; None without token drop or while evaluating (full length)."""
+        if self.token_drop is None or not model.training:
+            return None
+        k = self.unwrap().config.num_latent_tokens
+        return self.token_drop.keep_mask(images.shape[0], k, images.device)
+
+
+def load_matching(titok: TiTok, folder: Path) -> list[str]:
+    """Copy the weights of `folder` whose names and shapes match; return the names left as initialised."""
+    state = read_state_dict(weights_file(folder))
+    own = titok.state_dict()
+    matching = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    if not matching:
+        raise TrainingError(f"model.init_weight {folder}: no weight matches this model's layout")
+    titok.load_state_dict(matching, strict=False)
+    return sorted(set(own) - set(matching))
 
 
 def model_tree(config: TrainConfig) -> dict:
@@ -40,7 +122,7 @@ def codebook_logs(quantizer_result) -> dict[str, float]:
     return {"codes_used": usage["used_codes"], "code_perplexity": usage["perplexity"]}
 
 
-class _ReconstructionTask(Task):
+class _ReconstructionTask(_TokenDropMixin, Task):
     """Shared by the pixel-space tasks: reconstruction loss, optional discriminator, previews."""
 
     def __init__(self, config: TrainConfig):
@@ -97,27 +179,31 @@ class SingleStageTask(_ReconstructionTask):
             self.seeder = CodebookSeeder(self.warm_start, config.experiment.seed)
 
     def build_models(self):
-        tree = model_tree(self.config)
-        tree["model"].pop("warm_start", None)
-        tree["model"]["vq_model"].update(finetune_decoder=False, is_legacy=False)
+        tree, self.token_drop = titok_tree(self.config, finetune_decoder=False, is_legacy=False)
         self.titok = TiTok.from_config(tree)
         if self.warm_start is not None:
             initialise(self.titok, self.warm_start)
+        init = self.config.model.get("init_weight")
+        if init:  # fine-tune from a trained model; new parts (null token, another head) keep their init
+            fresh = load_matching(self.titok, Path(init))
+            if fresh:
+                print(f"model.init_weight {init}: newly initialised {', '.join(fresh)}")
         if self.titok.config.is_vae:
             self.seeder = None  # no codebook to seed: a VAE trains continuously from the start
         return {"model": self.titok, **self.loss_models()}
 
     def reconstruct(self, model: nn.Module, images: torch.Tensor, step: int):
+        keep = self.keep_mask(model, images)
         if self.seeder is None:
-            return model(images)
+            return model(images, keep=keep)
         if not self.seeder.quantize(step):
-            reconstructions, extra = model(images, quantize=False)
+            reconstructions, extra = model(images, quantize=False, keep=keep)
             if model.training:
                 self.seeder.collect(extra.pop("latents"), step, self.accelerator)
             return reconstructions, extra
         if self.seeder.latents:  # first quantized step: seed the codebook from the collected latents
             self.seeder.seed_codebook(self.unwrap(), self.accelerator, self.ema)
-        return model(images)
+        return model(images, keep=keep)
 
     def stateful_objects(self):
         return {"codebook_seeder": self.seeder} if self.seeder is not None else {}
@@ -127,8 +213,7 @@ class Stage2Task(SingleStageTask):
     """Decoder fine-tuning through the MaskGIT-VQGAN pixel decoder; encoder side frozen."""
 
     def build_models(self):
-        tree = model_tree(self.config)
-        tree["model"]["vq_model"].update(finetune_decoder=True, is_legacy=True)
+        tree, self.token_drop = titok_tree(self.config, finetune_decoder=True, is_legacy=True)
         titok = TiTok.from_config(tree)
         init = self.config.model.get("init_weight")
         if not init:
@@ -138,6 +223,9 @@ class Stage2Task(SingleStageTask):
         state = {**stage1,
                  **{f"pixel_decoder.{k}": v for k, v in teacher.decoder.state_dict().items()},
                  "pixel_quantize.embedding.weight": teacher.quantize.embedding.weight}
+        own = titok.state_dict()
+        if "decoder.null_token" in own:  # new in stage 2 when stage 1 trained without token drop
+            state.setdefault("decoder.null_token", own["decoder.null_token"])
         missing = set(titok.state_dict()) - set(state)
         if missing:
             raise TrainingError(f"stage-1 + teacher weights do not cover the stage-2 model: {sorted(missing)[:3]}")
@@ -149,7 +237,7 @@ class Stage2Task(SingleStageTask):
         return {"model": titok, **self.loss_models()}
 
 
-class Stage1Task(Task):
+class Stage1Task(_TokenDropMixin, Task):
     """Proxy codes: the decoder predicts a frozen MaskGIT-VQGAN's code at each grid position."""
 
     def __init__(self, config: TrainConfig):
@@ -157,8 +245,7 @@ class Stage1Task(Task):
         self.loss = ProxyCodeLoss(config.losses.get("quantizer_weight", 1.0))
 
     def build_models(self):
-        tree = model_tree(self.config)
-        tree["model"]["vq_model"].update(finetune_decoder=False, is_legacy=True)
+        tree, self.token_drop = titok_tree(self.config, finetune_decoder=False, is_legacy=True)
         teacher_path = self.config.model.get("teacher")
         return {"model": TiTok.from_config(tree), "teacher": load_vqgan(teacher_path)}
 
@@ -166,7 +253,8 @@ class Stage1Task(Task):
         images = batch["image"]
         with torch.no_grad():
             codes = self.models["teacher"].encode(images)
-        logits, result = self.models["model"](images)
+        model = self.models["model"]
+        logits, result = model(images, keep=self.keep_mask(model, images))
         loss, logs = self.loss(logits, codes, result)
         return loss, logs | codebook_logs(result)
 
