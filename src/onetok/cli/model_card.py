@@ -36,14 +36,14 @@ from ..models import MaskGIT, TiTok
 from ..pipeline import Pipeline, in_batches
 
 
-def load_array(path: str) -> torch.Tensor:
-    array = np.load(Path(path).expanduser())
+def load_array(path: str, limit: int | None = None) -> torch.Tensor:
+    array = np.array(np.load(Path(path).expanduser(), mmap_mode="r")[:limit])  # a writable copy of the rows used
     return torch.from_numpy(array).permute(0, 3, 1, 2).float().div(255)
 
 
-def load_labels(path: str) -> np.ndarray:
+def load_labels(path: str, limit: int | None = None) -> np.ndarray:
     """The labels saved beside a predecoded array (the layout `ArrayDataset` reads)."""
-    return np.load(array_sidecars(Path(path).expanduser())[0])
+    return np.load(array_sidecars(Path(path).expanduser())[0])[:limit]
 
 
 def exact_pipeline(tokenizer: TiTok, generator: MaskGIT | None = None) -> Pipeline:
@@ -110,7 +110,7 @@ def ship(model, dest: Path, picture: str, result: dict, train: dict, card: list[
 def tokenizer_card(args) -> int:
     run = Path(args.run)
     model = TiTok.from_pretrained(run / "final")
-    result = compare_with_thumbnail(model, load_array(args.val))
+    result = compare_with_thumbnail(model, load_array(args.val, args.limit))
     m, t = result["metrics"]["model"], result["metrics"]["thumbnail"]
     cfg, train = model.config, training_summary(run)
     run_config = yaml.safe_load((run / "config.yaml").read_text()) if (run / "config.yaml").is_file() else {}
@@ -166,7 +166,7 @@ def score_generator(generator: MaskGIT, tokenizer: TiTok, val: torch.Tensor, val
 def generator_card(args) -> int:
     run = Path(args.run)
     generator, tokenizer = MaskGIT.from_pretrained(run / "final"), TiTok.from_pretrained(args.tokenizer)
-    result = score_generator(generator, tokenizer, load_array(args.val), load_labels(args.val),
+    result = score_generator(generator, tokenizer, load_array(args.val, args.limit), load_labels(args.val, args.limit),
                              load_array(args.train), args.per_class)
     train = training_summary(run)
     cfg, rows = generator.config, result["metrics"]
@@ -205,6 +205,7 @@ def add_parser(subparsers) -> None:
             p.add_argument("--train", required=True, help="training photos .npy, for the reference rows")
             p.add_argument("--tokenizer", required=True, help="the tokenizer its tokens came from")
             p.add_argument("--per-class", type=int, default=10, help="samples per held-out class")
+        p.add_argument("--limit", type=int, help="use only the first N held-out photos (quick runs; numbers are rough)")
         p.add_argument("--command", default="make default-model", help="the command the card says made the model")
         p.set_defaults(func=func)
 
