@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test demo default-model bench clean
+.PHONY: install test demo default-model default-model-quick bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -24,23 +24,43 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q tests
 
 demo: $(STAMP)
-	$(BIN)/python -m onetok.cli.demo $(if $(IMAGES),--images $(IMAGES),)
+	$(BIN)/onetok demo -o outputs/demo $(if $(IMAGES),--images $(IMAGES),)
 
 # Reproduce the shipped default tokenizer and generator from nothing (photos install offline from Debian).
+# The variables let default-model-quick run the same commands small, into $(QUICK_OUT), never into the package.
 PHOTOS := $(HOME)/.cache/onetok/datasets/debian-photos
 VAL := $(PHOTOS)/val-128.npy
+RUNS ?= outputs
+DEST ?= src/onetok/assets
+TOKENIZER_TRAIN_ARGS ?=
+GENERATOR_TRAIN_ARGS ?=
+CARD_ARGS ?=
+GENERATOR_CARD_ARGS ?=
+PRETOKENIZE_FROM ?= $(PHOTOS)/train
+PREDECODE ?= --predecode 128 --predecode 256
 default-model: $(STAMP)
-	$(BIN)/onetok datasets fetch debian-photos --predecode 128 --predecode 256
-	rm -rf outputs/default_tokenizer
-	$(BIN)/onetok train tokenizer configs/default_tokenizer.yaml
-	$(BIN)/python -m onetok.cli.model_card tokenizer outputs/default_tokenizer --val $(VAL) \
-		--dest src/onetok/assets/default_tokenizer
-	rm -rf outputs/tokens/default outputs/default_generator
-	$(BIN)/onetok pretokenize --tokenizer src/onetok/assets/default_tokenizer $(PHOTOS)/train --flip -o outputs/tokens/default
-	$(BIN)/onetok train generator configs/default_generator.yaml
-	$(BIN)/python -m onetok.cli.model_card generator outputs/default_generator --val $(VAL) \
-		--train $(PHOTOS)/train-128.npy --tokenizer src/onetok/assets/default_tokenizer \
-		--dest src/onetok/assets/default_generator
+	$(BIN)/onetok datasets fetch debian-photos $(PREDECODE)
+	rm -rf $(RUNS)/default_tokenizer
+	$(BIN)/onetok train tokenizer configs/default_tokenizer.yaml experiment.output_dir=$(RUNS)/default_tokenizer $(TOKENIZER_TRAIN_ARGS)
+	$(BIN)/onetok card tokenizer $(RUNS)/default_tokenizer --val $(VAL) --dest $(DEST)/default_tokenizer $(CARD_ARGS)
+	rm -rf $(RUNS)/tokens/default $(RUNS)/default_generator
+	$(BIN)/onetok pretokenize --tokenizer $(DEST)/default_tokenizer $(PRETOKENIZE_FROM) --flip -o $(RUNS)/tokens/default
+	$(BIN)/onetok train generator configs/default_generator.yaml experiment.output_dir=$(RUNS)/default_generator \
+		dataset.tokens=$(RUNS)/tokens/default dataset.tokenizer=$(DEST)/default_tokenizer $(GENERATOR_TRAIN_ARGS)
+	$(BIN)/onetok card generator $(RUNS)/default_generator --val $(VAL) --train $(PHOTOS)/train-128.npy \
+		--tokenizer $(DEST)/default_tokenizer --dest $(DEST)/default_generator $(CARD_ARGS) $(GENERATOR_CARD_ARGS)
+
+# The same commands in a few minutes: a few steps, the 64 held-out photos as generator data, 16 photos per card.
+# The models are useless; the point is that every step runs. tests/test_makefile.py runs these commands.
+QUICK_OUT ?= outputs/quick
+QUICK_STEPS := experiment.max_train_steps=4 experiment.save_every=4 experiment.preview_every=4 \
+	experiment.log_every=1 experiment.log_with=none
+default-model-quick: $(STAMP)
+	$(MAKE) -o $(STAMP) default-model RUNS=$(QUICK_OUT) DEST=$(QUICK_OUT)/assets PREDECODE="--predecode 128" \
+		PRETOKENIZE_FROM=$(PHOTOS)/val CARD_ARGS="--limit 16" GENERATOR_CARD_ARGS="--per-class 2" \
+		TOKENIZER_TRAIN_ARGS="$(QUICK_STEPS) training.batch_size=4 model.warm_start.continuous_steps=2 \
+			model.warm_start.kmeans_steps=2 model.vq_model.codebook_size=256" \
+		GENERATOR_TRAIN_ARGS="$(QUICK_STEPS) training.batch_size=8"
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_inference.py

@@ -229,6 +229,11 @@ def default_generator_path() -> Path:
     return path
 
 
+def example_photos() -> list[Path]:
+    """The example photos shipped under onetok/assets/examples."""
+    return sorted(p for p in (ASSETS / "examples").glob("*") if p.suffix.lower() in {".jpg", ".png", ".webp"})
+
+
 def checkpoint_kind(folder: Path) -> str:
     """'tokenizer' or 'generator', from the weight names (released configs carry both sections)."""
     file = weights_file(folder)

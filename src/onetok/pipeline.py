@@ -82,6 +82,9 @@ class Pipeline:
         self.tokenizer = optimize_for_inference(tokenizer.to(self.device))
         self.generator = None if generator is None else optimize_for_inference(generator.to(self.device))
         self.tokenizer_name, self.generator_name = tokenizer_name, generator_name
+        config = self.tokenizer.config
+        self.image_size, self.num_tokens, self.codebook_size = config.crop_size, config.num_latent_tokens, config.codebook_size
+        self.bits_per_image = config.bits_per_image  # tokens x log2(codebook): the one formula
         if self.generator is not None:
             check_pairing(self.tokenizer.config, self.generator.config, tokenizer_name, generator_name)
             check_fingerprint(self.tokenizer, self.generator, tokenizer_name, generator_name)
@@ -106,22 +109,6 @@ class Pipeline:
         return cls(tokenizer_model, generator_model, device, precision, tokenizer_name, generator_name)
 
     # ------------------------------------------------------------ what the models are
-
-    @property
-    def image_size(self) -> int:
-        return self.tokenizer.config.crop_size
-
-    @property
-    def num_tokens(self) -> int:
-        return self.tokenizer.config.num_latent_tokens
-
-    @property
-    def codebook_size(self) -> int:
-        return self.tokenizer.config.codebook_size
-
-    @property
-    def bits_per_image(self) -> float:
-        return self.tokenizer.config.bits_per_image
 
     @property
     def num_classes(self) -> int:

@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from onetok import Pipeline
+from onetok import TiTokConfig
 from onetok.app import logic
 from onetok.data.images import load_image, tensor_to_uint8
 
@@ -92,15 +92,9 @@ def test_psnr():
     "tokens, codebook, expected",
     [(32, 4096, 48), (64, 4096, 96), (128, 4096, 192), (64, 8192, 104), (32, 256, 32), (3, 3, 1), (1, 2, 1)],
 )
-def test_bytes_per_image(tiny_tokenizer, tokens, codebook, expected):
-    pipeline = Pipeline(tiny_tokenizer)
-    config = pipeline.tokenizer.config
-    saved = config.num_latent_tokens, config.codebook_size
-    try:
-        config.num_latent_tokens, config.codebook_size = tokens, codebook
-        assert logic.bytes_per_image(pipeline) == expected
-    finally:
-        config.num_latent_tokens, config.codebook_size = saved
+def test_bytes_per_image(tokens, codebook, expected):
+    config = TiTokConfig(num_latent_tokens=tokens, codebook_size=codebook)
+    assert logic.bytes_per_image(config.bits_per_image) == expected
 
 
 def test_token_grid_layout_and_positions():
@@ -158,7 +152,7 @@ def test_reconstruct_a_real_photo(tiny_pipeline, sample_photos):
     assert result.output.shape == (size, size, 3) and result.output.dtype == np.uint8
     np.testing.assert_array_equal(result.output, logic.decode_ids(tiny_pipeline, result.ids))
     assert result.psnr == pytest.approx(logic.psnr(result.input, result.output))
-    assert result.num_bytes == logic.bytes_per_image(tiny_pipeline)
+    assert result.num_bytes == logic.bytes_per_image(tiny_pipeline.bits_per_image) == 32 * 8 // 8
 
 
 def test_editing_tokens_changes_the_decoded_image(tiny_pipeline, golden_images):

@@ -7,8 +7,13 @@ import torch
 from PIL import Image
 
 from onetok import MaskGIT, TiTok
-from onetok.cli.model_card import main
+from onetok.cli.main import main as onetok_main
 from onetok.evaluation.baselines import thumbnail_baseline, thumbnail_side
+
+
+def main(argv: list[str]) -> int:
+    """`onetok card ARGV`, through the entry point."""
+    return onetok_main(["card", *argv])
 
 
 def test_thumbnail_baseline_spends_the_byte_budget(sample_photos):

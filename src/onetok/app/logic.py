@@ -116,9 +116,9 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
     return float(image_psnr(*as_batch)[0])
 
 
-def bytes_per_image(pipeline: Pipeline) -> int:
+def bytes_per_image(bits_per_image: float) -> int:
     """Whole bytes to store one image's ids (`Pipeline.bits_per_image`, rounded up)."""
-    return math.ceil(pipeline.bits_per_image / 8)
+    return math.ceil(bits_per_image / 8)
 
 
 @torch.inference_mode()
@@ -133,7 +133,7 @@ def reconstruct(pipeline: Pipeline, image: torch.Tensor) -> Reconstruction:
     ids = pipeline.tokenize(image)[0].tolist()
     source = tensor_to_uint8(image)
     output = decode_ids(pipeline, ids)
-    return Reconstruction(source, output, ids, psnr(source, output), bytes_per_image(pipeline))
+    return Reconstruction(source, output, ids, psnr(source, output), bytes_per_image(pipeline.bits_per_image))
 
 
 @torch.inference_mode()

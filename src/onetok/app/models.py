@@ -111,17 +111,12 @@ def load_models(tokenizer_specs: list[str], generator_spec: str | None) -> AppMo
     generator = None
     if generator_spec:
         generator = wrap_generator(MaskGIT.from_pretrained(generator_spec), _name(generator_spec), tokenizers)
-    return AppModels(tokenizers, generator, example_photos())
+    return AppModels(tokenizers, generator, hub.example_photos())
 
 
 def shipped_generator() -> str | None:
     """The shipped generator's folder; None in a build without one (the page has no Generate tab)."""
     return str(hub.default_generator_path()) if shipped_generator_exists() else None
-
-
-def example_photos() -> list[Path]:
-    """Example photos shipped under onetok/assets/examples, if any."""
-    return sorted(path for path in (hub.ASSETS / "examples").glob("*") if path.suffix.lower() in {".jpg", ".png", ".webp"})
 
 
 def shipped_models_note() -> str:

@@ -1,14 +1,14 @@
-"""`make demo`: reconstruct real photos with the shipped tokenizer (and sample from the generator).
+"""`onetok demo` (`make demo`): reconstruct photos with the shipped tokenizer and sample the generator.
 
-Writes outputs/demo/: a side-by-side PNG, the token ids, and report.md with the
-tokens and bytes per image, PSNR/SSIM, and the no-model baseline of the same byte
-budget (a tiny thumbnail upsampled bicubically).
+Writes to -o (default outputs/demo): a side-by-side PNG, the token ids, samples and report.md
+with the tokens and bytes per image, PSNR/SSIM, and the no-model baseline of the same byte
+budget (a tiny thumbnail upsampled bicubically). Without --images: the example photos shipped
+with onetok. The samples are `Pipeline.generate(classes, seed=0)`, so the same as
+`onetok sample --classes 0,..,7 --per-class 4 --seed 0` draws.
 """
 from __future__ import annotations
 
-import argparse
 import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -16,41 +16,30 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from ..data.images import load_image, make_grid, pil_to_tensor, resize_center_crop, save_image
+from ..data.images import make_grid, save_image
 from ..evaluation.baselines import thumbnail_baseline
 from ..evaluation.image_metrics import psnr, ssim
-from ..hub import CheckpointError, default_generator_path, default_tokenizer_path
+from ..files import atomic_write_bytes
+from ..hub import CheckpointError, example_photos
 from ..models import MaskGIT, TiTok
-from ..precision import autocast, resolve_precision
+from ..pipeline import Pipeline
+from ..precision import PRECISIONS
+from .core import PRECISION_HELP, check_writable
+
+SAMPLE_CLASSES, SAMPLES_PER_CLASS = 8, 4
 
 
-def sample_photos(size: int) -> tuple[list[str], torch.Tensor]:
-    """The scikit-image and scikit-learn sample photos (the `demo` extra)."""
+def demo_pipeline(device: str | None, precision: str) -> tuple[Pipeline, bool]:
+    """The shipped models, or random tiny ones (said plainly) when none are shipped."""
     try:
-        from skimage import data
-        from sklearn.datasets import load_sample_images
-    except ImportError:
-        sys.exit("make demo needs the demo extra: pip install 'onetok[demo]' (or pass IMAGES=...)")
-    named = {n: getattr(data, n)() for n in ("astronaut", "chelsea", "coffee", "rocket")}
-    named |= {f"sklearn_{i}": img for i, img in enumerate(load_sample_images().images)}
-    tensors = [pil_to_tensor(resize_center_crop(Image.fromarray(a).convert("RGB"), size)) for a in named.values()]
-    return list(named), torch.stack(tensors)
-
-
-def load_models() -> tuple[TiTok, MaskGIT | None, bool]:
-    """The shipped default models, or random tiny ones (said plainly) when none are shipped."""
-    try:
-        tokenizer = TiTok.from_pretrained(default_tokenizer_path())
+        return Pipeline.from_pretrained(device=device, precision=precision), False
     except CheckpointError:
         torch.manual_seed(0)
         print("NOTE: no trained default model is shipped in this build: using RANDOMLY INITIALISED tiny "
               "models, so the pictures show the pipeline, not quality.")
-        return TiTok.from_config("titok_tiny").eval(), MaskGIT.from_config("generator_titok_tiny").eval(), True
-    try:
-        generator = MaskGIT.from_pretrained(default_generator_path())
-    except CheckpointError:
-        generator = None
-    return tokenizer, generator, False
+        pipeline = Pipeline(TiTok.from_config("titok_tiny"), MaskGIT.from_config("generator_titok_tiny"), device,
+                            precision)
+        return pipeline, True
 
 
 def budget_pictures(tokenizer: TiTok, images: torch.Tensor, out: Path) -> list[str]:
@@ -69,74 +58,75 @@ def budget_pictures(tokenizer: TiTok, images: torch.Tensor, out: Path) -> list[s
             "AVIF, ThumbHash and same-byte thumbnails on these photos.", ""]
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--images", nargs="*", help="image files (default: the scikit-image/learn samples)")
-    parser.add_argument("-o", "--output", default="outputs/demo")
-    parser.add_argument("--precision", default="auto")
-    args = parser.parse_args(argv)
-    out = Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
-
-    tokenizer, generator, random_weights = load_models()
-    cfg = tokenizer.config
-    if args.images:
-        names, images = [Path(p).stem for p in args.images], torch.stack([load_image(p, cfg.crop_size) for p in args.images])
-    else:
-        names, images = sample_photos(cfg.crop_size)
-
-    precision = resolve_precision(args.precision)
+def write_demo(out: Path, images: list[str | Path], device: str | None = None,
+               precision: str = "auto") -> tuple[list[str], list[Path]]:
+    """Run the demo on `images` into the folder `out`; returns (the report's lines, the files written)."""
+    pipe, random_weights = demo_pipeline(device, precision)
+    names, originals = [Path(p).stem for p in images], pipe.load_images(images)
     started = time.perf_counter()
-    with autocast(precision):
-        ids = tokenizer.tokenize(images)
-        recon = tokenizer.detokenize(ids)
+    ids = pipe.tokenize(originals)
+    recon = pipe.detokenize(ids)
     seconds = time.perf_counter() - started
-    bytes_per_image = cfg.num_latent_tokens * math.log2(cfg.codebook_size) / 8
-    thumbs, side = thumbnail_baseline(images, bytes_per_image)
+    budget = pipe.bits_per_image / 8
+    thumbs, side = thumbnail_baseline(originals, budget)
 
-    save_image(make_grid(torch.cat([images, recon, thumbs]), ncol=len(images)), out / "reconstruction.png")
-    (out / "tokens.json").write_text(json.dumps({n: row.tolist() for n, row in zip(names, ids)}, indent=1))
-    model_psnr, thumb_psnr = psnr(images, recon), psnr(images, thumbs)
-    model_ssim, thumb_ssim = ssim(images, recon), ssim(images, thumbs)
-
+    save_image(make_grid(torch.cat([originals, recon, thumbs]), ncol=len(originals)), out / "reconstruction.png")
+    tokens = {n: row.tolist() for n, row in zip(names, ids)}
+    atomic_write_bytes(out / "tokens.json", (json.dumps(tokens, indent=1) + "\n").encode())
+    model_psnr, thumb_psnr = psnr(originals, recon), psnr(originals, thumbs)
+    model_ssim, thumb_ssim = ssim(originals, recon), ssim(originals, thumbs)
     lines = [
         "# onetok demo", "",
         "**Weights are random: this shows the pipeline, not quality.**" if random_weights else
-        f"Default tokenizer: {cfg.num_latent_tokens} tokens, {cfg.crop_size} px.", "",
-        f"- tokens per image: {cfg.num_latent_tokens} (codebook {cfg.codebook_size}) = {bytes_per_image:g} bytes",
+        f"Default tokenizer: {pipe.num_tokens} tokens, {pipe.image_size} px.", "",
+        f"- tokens per image: {pipe.num_tokens} (codebook {pipe.codebook_size}) = {budget:g} bytes",
         f"- baseline of the same budget: a {side}x{side} RGB thumbnail ({3 * side * side} bytes) upsampled bicubically",
-        f"- tokenize + detokenize of {len(images)} images: {seconds:.2f} s ({precision})", "",
+        f"- tokenize + detokenize of {len(originals)} images: {seconds:.2f} s ({pipe.precision})", "",
         "| image | PSNR model | PSNR thumbnail | SSIM model | SSIM thumbnail |", "|---|---|---|---|---|",
     ]
     for row in zip(names, model_psnr, thumb_psnr, model_ssim, thumb_ssim):
         lines.append(f"| {row[0]} | " + " | ".join(f"{v:.3f}" for v in row[1:]) + " |")
-    lines += [f"| **mean** | {model_psnr.mean():.3f} | {thumb_psnr.mean():.3f} | {model_ssim.mean():.3f} | {thumb_ssim.mean():.3f} |",
-              "", "Rows of `reconstruction.png`: originals, reconstructions, thumbnail baseline.", ""]
+    lines += [f"| **mean** | {model_psnr.mean():.3f} | {thumb_psnr.mean():.3f} | {model_ssim.mean():.3f} | "
+              f"{thumb_ssim.mean():.3f} |", "", "Rows of `reconstruction.png`: originals, reconstructions, thumbnail baseline.", ""]
 
-    lines += budget_pictures(tokenizer, images, out)
+    lines += budget_pictures(pipe.tokenizer, originals, out)
 
-    if generator is not None:
-        gcfg = generator.config
-        classes = torch.arange(min(gcfg.condition_num_classes, 8)).repeat_interleave(4)
-        torch.manual_seed(0)
+    if pipe.generator is not None:
+        shown = list(range(min(pipe.num_classes, SAMPLE_CLASSES)))
+        classes = [c for c in shown for _ in range(SAMPLES_PER_CLASS)]
         started = time.perf_counter()
-        with autocast(precision):
-            samples = tokenizer.detokenize(generator.generate(
-                classes, guidance_scale=gcfg.guidance_scale, guidance_decay=gcfg.guidance_decay,
-                randomize_temperature=gcfg.randomize_temperature, num_sample_steps=gcfg.num_steps))
+        samples = pipe.generate(classes, seed=0)
         rate = len(classes) / (time.perf_counter() - started)
-        save_image(make_grid(samples, ncol=4), out / "generated.png")
-        names_map = gcfg.extra.get("dataset", {}).get("class_names")
-        lines += [f"Generated {len(classes)} images (4 per class, one class per row) at {rate:.2f} samples/s "
-                  f"({gcfg.num_steps} steps): `generated.png`."]
-        if names_map:
-            lines += ["Classes: " + ", ".join(names_map[: len(classes) // 4])]
-    (out / "report.md").write_text("\n".join(lines) + "\n")
+        save_image(make_grid(samples, ncol=SAMPLES_PER_CLASS), out / "generated.png")
+        lines += [f"Generated {len(classes)} images ({SAMPLES_PER_CLASS} per class, one class per row, seed 0) at "
+                  f"{rate:.2f} samples/s ({pipe.sampling['num_sample_steps']} steps): `generated.png`.",
+                  "Classes: " + ", ".join(pipe.class_names[c] for c in shown)]
+    atomic_write_bytes(out / "report.md", ("\n".join(lines) + "\n").encode())
+    names = ["reconstruction.png", "tokens.json", "budget_strip.png", "rate_quality.md", "rate_quality.png",
+             *(["generated.png"] if pipe.generator is not None else []), "report.md"]
+    return lines, [out / name for name in names]
+
+
+def cmd_demo(args) -> int:
+    out = check_writable(Path(args.output))
+    images = args.images or example_photos()
+    lines, written = write_demo(out, images, args.device, args.precision)
     print("\n".join(lines))
-    print(f"\nwrote {out}/reconstruction.png, tokens.json, budget_strip.png, rate_quality.md/.png, "
-          f"{'generated.png, ' if generator else ''}report.md")
+    print(f"\nwrote {', '.join(map(str, written))}")
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser("demo", help="reconstructions beside a same-budget thumbnail, and samples: a report",
+                              description=__doc__.split("\n\n")[0])
+    p.add_argument("--images", nargs="+", help="image files (default: the example photos shipped with onetok)")
+    p.add_argument("-o", "--output", default="outputs/demo", help="output folder (default: outputs/demo)")
+    p.add_argument("--device", help="default: cuda when there is one")
+    p.add_argument("--precision", choices=PRECISIONS, default="auto", help=PRECISION_HELP)
+    p.set_defaults(func=cmd_demo)
+
+
+if __name__ == "__main__":  # python -m onetok.cli.demo ... == onetok demo ...
+    from onetok.cli.main import main
+
+    sys.exit(main(["demo", *sys.argv[1:]]))

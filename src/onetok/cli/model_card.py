@@ -1,9 +1,10 @@
-"""Ship a trained default model: evaluate on held-out photos, write its card, copy it to assets.
+"""`onetok card`: evaluate a trained model on held-out photos and write it with its card to --dest.
 
-    python -m onetok.cli.model_card tokenizer outputs/default_tokenizer --val VAL.npy \
-        --dest src/onetok/assets/default_tokenizer
-    python -m onetok.cli.model_card generator outputs/default_generator --val VAL.npy \
-        --train TRAIN.npy --tokenizer src/onetok/assets/default_tokenizer --dest src/onetok/assets/default_generator
+    onetok card tokenizer outputs/default_tokenizer --val VAL.npy --dest DEST
+    onetok card generator outputs/default_generator --val VAL.npy \
+        --train TRAIN.npy --tokenizer TOKENIZER --dest DEST
+
+(`make default-model` passes src/onetok/assets/default_* as DEST: the card never picks a place itself.)
 
 The tokenizer is compared with the no-model baseline of the same byte budget (a tiny
 thumbnail upsampled bicubically) on PSNR, SSIM and FID/KID (FID Inception, offline copy).
@@ -16,7 +17,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import math
 import shutil
 import sys
 import time
@@ -34,18 +34,22 @@ from ..evaluation.fid import fid_from_features, kernel_inception_distance
 from ..evaluation.image_metrics import psnr, quantize_8bit, ssim
 from ..evaluation.inception import load_fid_inception
 from ..models import MaskGIT, TiTok
-from ..sampling import generate_seeded, sample_seed
-from ..pipeline import in_batches
+from ..pipeline import Pipeline, in_batches
 
 
-def load_array(path: str) -> torch.Tensor:
-    array = np.load(Path(path).expanduser())
+def load_array(path: str, limit: int | None = None) -> torch.Tensor:
+    array = np.array(np.load(Path(path).expanduser(), mmap_mode="r")[:limit])  # a writable copy of the rows used
     return torch.from_numpy(array).permute(0, 3, 1, 2).float().div(255)
 
 
-def load_labels(path: str) -> np.ndarray:
+def load_labels(path: str, limit: int | None = None) -> np.ndarray:
     """The labels saved beside a predecoded array (the layout `ArrayDataset` reads)."""
-    return np.load(array_sidecars(Path(path).expanduser())[0])
+    return np.load(array_sidecars(Path(path).expanduser())[0])[:limit]
+
+
+def exact_pipeline(tokenizer: TiTok, generator: MaskGIT | None = None) -> Pipeline:
+    """Cards report float32 numbers on the CPU, whatever the machine's "auto" precision."""
+    return Pipeline(tokenizer, generator, device="cpu", precision="fp32")
 
 
 def on_cpu(model_fn, inputs: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
@@ -65,8 +69,9 @@ def distances(real: np.ndarray, fake: np.ndarray) -> dict:
 
 @torch.no_grad()
 def compare_with_thumbnail(model: TiTok, images: torch.Tensor, batch_size: int = 16) -> dict:
-    recon = quantize_8bit(on_cpu(lambda x: model.detokenize(model.tokenize(x)), images, batch_size))
-    budget = model.config.num_latent_tokens * math.log2(model.config.codebook_size) / 8
+    pipeline = exact_pipeline(model)
+    recon = quantize_8bit(pipeline.reconstruct(images, batch_size))
+    budget = pipeline.bits_per_image / 8
     thumbs, side = thumbnail_baseline(images, budget)
     real, *fakes = inception_features(images, recon, thumbs)
     rows = {name: {"psnr": psnr(images, x).mean().item(), "ssim": ssim(images, x).mean().item(), **distances(real, f)}
@@ -106,7 +111,7 @@ def ship(model, dest: Path, picture: str, result: dict, train: dict, card: list[
 def tokenizer_card(args) -> int:
     run = Path(args.run)
     model = TiTok.from_pretrained(run / "final")
-    result = compare_with_thumbnail(model, load_array(args.val))
+    result = compare_with_thumbnail(model, load_array(args.val, args.limit))
     m, t = result["metrics"]["model"], result["metrics"]["thumbnail"]
     cfg, train = model.config, training_summary(run)
     run_config = yaml.safe_load((run / "config.yaml").read_text()) if (run / "config.yaml").is_file() else {}
@@ -144,15 +149,14 @@ def tokenizer_card(args) -> int:
 def score_generator(generator: MaskGIT, tokenizer: TiTok, val: torch.Tensor, val_labels: np.ndarray,
                     train: torch.Tensor, per_class: int, seed: int = 0) -> dict:
     """FID/KID of samples (per_class for every class of the held-out photos) against those photos."""
+    pipeline = exact_pipeline(tokenizer, generator)
     classes = torch.from_numpy(np.unique(val_labels)).long().repeat_interleave(per_class)
-    seeds = [sample_seed(seed, i) for i in range(len(classes))]
     started = time.perf_counter()
-    ids = generate_seeded(generator, classes, seeds, chunk_size=64)
-    samples = quantize_8bit(on_cpu(tokenizer.detokenize, ids))
+    samples = quantize_8bit(pipeline.generate(classes.tolist(), seed=seed, batch_size=64))
     rate = len(classes) / (time.perf_counter() - started)
     # reference rows of the same size: real training photos, and the tokenizer's reconstructions of them
     picked = train[torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))[: len(classes)]]
-    recon = quantize_8bit(on_cpu(lambda x: tokenizer.detokenize(tokenizer.tokenize(x)), picked))
+    recon = quantize_8bit(pipeline.reconstruct(picked, 64))
     real, *fakes = inception_features(val, samples, picked, recon)
     rows = {name: distances(real, f) for name, f in zip(("samples", "train photos", "train reconstructions"), fakes)}
     order = torch.argsort(classes, stable=True)
@@ -163,7 +167,7 @@ def score_generator(generator: MaskGIT, tokenizer: TiTok, val: torch.Tensor, val
 def generator_card(args) -> int:
     run = Path(args.run)
     generator, tokenizer = MaskGIT.from_pretrained(run / "final"), TiTok.from_pretrained(args.tokenizer)
-    result = score_generator(generator, tokenizer, load_array(args.val), load_labels(args.val),
+    result = score_generator(generator, tokenizer, load_array(args.val, args.limit), load_labels(args.val, args.limit),
                              load_array(args.train), args.per_class)
     train = training_summary(run)
     cfg, rows = generator.config, result["metrics"]
@@ -189,21 +193,25 @@ def generator_card(args) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("kind", choices=["tokenizer", "generator"])
-    parser.add_argument("run", help="the training run's output_dir")
-    parser.add_argument("--val", required=True, help="held-out photos as a uint8 (N, H, W, 3) .npy (labels beside it)")
-    parser.add_argument("--dest", required=True)
-    parser.add_argument("--train", help="generator: training photos .npy, for the reference rows")
-    parser.add_argument("--tokenizer", help="generator: the tokenizer its tokens came from")
-    parser.add_argument("--per-class", type=int, default=10, help="generator: samples per held-out class")
-    parser.add_argument("--command", default="make default-model")
-    args = parser.parse_args(argv)
-    if args.kind == "generator" and not (args.train and args.tokenizer):
-        parser.error("generator cards need --train and --tokenizer")
-    return (generator_card if args.kind == "generator" else tokenizer_card)(args)
+def add_parser(subparsers) -> None:
+    card = subparsers.add_parser("card", help="evaluate a trained model, write it with its model card to --dest",
+                                 description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    kinds = card.add_subparsers(dest="kind", metavar="KIND", required=True)
+    for kind, func in (("tokenizer", tokenizer_card), ("generator", generator_card)):
+        p = kinds.add_parser(kind, help=f"the card of a trained {kind}")
+        p.add_argument("run", help="the training run's output_dir")
+        p.add_argument("--val", required=True, help="held-out photos as a uint8 (N, H, W, 3) .npy (labels beside it)")
+        p.add_argument("--dest", required=True, help="the folder to write the model, its card and pictures to")
+        if kind == "generator":
+            p.add_argument("--train", required=True, help="training photos .npy, for the reference rows")
+            p.add_argument("--tokenizer", required=True, help="the tokenizer its tokens came from")
+            p.add_argument("--per-class", type=int, default=10, help="samples per held-out class")
+        p.add_argument("--limit", type=int, help="use only the first N held-out photos (quick runs; numbers are rough)")
+        p.add_argument("--command", default="make default-model", help="the command the card says made the model")
+        p.set_defaults(func=func)
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # python -m onetok.cli.model_card ... == onetok card ...
+    from onetok.cli.main import main
+
+    sys.exit(main(["card", *sys.argv[1:]]))
