@@ -26,7 +26,7 @@ from onetok.evaluation.fid import (
 )
 from onetok.evaluation.image_metrics import psnr, quantize_8bit, ssim
 from onetok.evaluation.inception import FIDInceptionV3, load_fid_inception
-from onetok.evaluation.inputs import UInt8Images, as_image_dataset
+from onetok.data.datasets import UInt8Images, as_image_dataset
 from onetok.evaluation.lpips import LPIPS
 from onetok.evaluation.manifold import precision_recall
 from onetok.evaluation.plots import line_chart
@@ -204,7 +204,7 @@ def _sample_dataset(samples, size: int | None):
         return UInt8Images(npz_images(path))
     if size is None:
         from onetok.data.images import open_rgb
-        from onetok.evaluation.inputs import list_images
+        from onetok.data.datasets import list_images
 
         size = min(open_rgb(list_images(path)[0]).size)
     return as_image_dataset(path, size)
