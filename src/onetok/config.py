@@ -100,10 +100,6 @@ class TiTokConfig:
         return self.quantize_mode == "vae"
 
     @property
-    def grid_size(self) -> int:
-        return self.crop_size // self.vit_dec_patch_size
-
-    @property
     def bits_per_token(self) -> float:
         import math
 

@@ -10,7 +10,8 @@ from torch.utils.data import DataLoader
 from onetok.data import sources
 from onetok.data.images import load_image
 from onetok.data.shards import ShardDataset, expand_shard_spec, make_shards
-from onetok.data.sources import DatasetError, build_dataset, scan_folder
+from onetok.data.datasets import build_dataset
+from onetok.data.sources import DatasetError, scan_folder
 from onetok.data.transforms import EvalTransform
 
 

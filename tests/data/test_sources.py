@@ -9,8 +9,9 @@ from torch.utils.data import DataLoader
 from onetok.data import sources
 from onetok.data.images import load_image
 from onetok.data.sources import (
-    ArrayDataset, DatasetError, ImageFileDataset, build_dataset, predecode, read_file_list, scan_folder,
+    ArrayDataset, DatasetError, ImageFileDataset, read_file_list, scan_folder,
 )
+from onetok.data.datasets import build_dataset, predecode
 from onetok.data.transforms import EvalTransform, TrainTransform
 
 

@@ -15,7 +15,6 @@ from onetok.training.losses import (
     ReconstructionLoss,
     generator_adversarial_loss,
     hinge_discriminator_loss,
-    mask_tokens,
 )
 
 
@@ -155,20 +154,20 @@ def test_generator_side_gan_term_after_start(images):
     assert all(p.requires_grad for p in loss_fn.discriminator.parameters())  # and left trainable
 
 
-def test_discriminator_step_hinge_plus_lecam_by_hand(images):
+def test_discriminator_loss_is_hinge_plus_lecam_by_hand(images):
     loss_fn = ReconstructionLoss(perceptual_loss=None, lecam_regularization_weight=0.001, discriminator_start=10)
     recon = blurred(images).requires_grad_(True)
     with torch.no_grad():
         real, fake = loss_fn.discriminator(images), loss_fn.discriminator(recon)
     hinge = 0.5 * ((1 - real).clamp(min=0).mean() + (1 + fake).clamp(min=0).mean())
     lecam = (real.mean() - 0).clamp(min=0) ** 2 + (0 - fake.mean()).clamp(min=0) ** 2  # EMAs start at 0
-    total, logs = loss_fn.discriminator_step(images, recon, step=10)
+    total, logs = loss_fn(images, recon, step=10, mode="discriminator")
     assert total.item() == pytest.approx(hinge.item() + 0.001 * lecam.item(), rel=1e-5)
     assert loss_fn.lecam.ema_real.item() == pytest.approx(0.001 * real.mean().item(), rel=1e-5)
     total.backward()
     assert recon.grad is None  # reconstructions are detached for D's step
     assert all(p.grad is not None for p in loss_fn.discriminator.parameters())
-    _, logs = loss_fn.discriminator_step(images, recon, step=9)
+    _, logs = loss_fn(images, recon, step=9, mode="discriminator")
     assert logs["hinge_loss"].item() == 0.0
 
 
@@ -188,7 +187,7 @@ def test_losses_are_float32_under_autocast(images):
     loss_fn = ReconstructionLoss(perceptual_loss=None, discriminator_start=0)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         total, _ = loss_fn(images.bfloat16(), blurred(images).bfloat16(), {"quantizer_loss": torch.tensor(0.0)}, step=0)
-        d_total, _ = loss_fn.discriminator_step(images.bfloat16(), blurred(images).bfloat16(), step=0)
+        d_total, _ = loss_fn(images.bfloat16(), blurred(images).bfloat16(), step=0, mode="discriminator")
     assert total.dtype == torch.float32 and d_total.dtype == torch.float32
 
 
@@ -205,28 +204,6 @@ def test_reconstruction_loss_bad_settings_and_inputs(images):
 
 
 # --------------------------------------------------------------------------- MaskGIT
-
-
-def test_masking_counts_follow_the_arccos_schedule():
-    ids = torch.randint(0, 100, (64, 32))
-    gen = torch.Generator().manual_seed(7)
-    masked, mask = mask_tokens(ids, mask_id=100, generator=gen)
-    u = torch.rand(64, generator=torch.Generator().manual_seed(7))  # the same first draw
-    ratio = (torch.arccos(u) / (math.pi / 2)).clamp(1e-6, 1)
-    expected = torch.clamp(torch.round(32 * ratio), min=1)
-    assert torch.equal(mask.sum(dim=1).float(), expected)
-    assert torch.equal(masked[mask], torch.full_like(masked[mask], 100))
-    assert torch.equal(masked[~mask], ids[~mask])
-
-
-def test_masking_is_reproducible_and_has_the_arccos_mean_ratio():
-    ids = torch.zeros(4000, 64, dtype=torch.long)
-    _, mask_a = mask_tokens(ids, 5, torch.Generator().manual_seed(1))
-    _, mask_b = mask_tokens(ids, 5, torch.Generator().manual_seed(1))
-    assert torch.equal(mask_a, mask_b)
-    # E[arccos(U)] = 1 for U ~ U(0, 1), so the mean ratio is 2 / pi.
-    assert mask_a.float().mean().item() == pytest.approx(2 / math.pi, abs=0.015)
-    assert mask_a.sum(dim=1).min() >= 1
 
 
 def test_masked_token_loss_by_hand():

@@ -10,7 +10,7 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from onetok import MaskGITVQGAN, TiTok
-from onetok.data.sources import build_dataset
+from onetok.data.datasets import build_dataset
 from onetok.data.transforms import build_transform
 from onetok.training.config import config_from_dict
 from onetok.training.tokenizer_task import TokenDropConfig, build_task

@@ -69,11 +69,11 @@ def cmd_recon(args) -> int:
 
 
 def _teacher(path: str):
-    from ..hub import load_vqgan
+    from ..models import MaskGITVQGAN
 
     if not Path(path).exists():
         raise FileNotFoundError(f"{path}: no such teacher VQGAN file or folder")
-    return load_vqgan(path)
+    return MaskGITVQGAN.from_pretrained(path)
 
 
 def _rate_quality(args, model, counts: list[int]) -> int:

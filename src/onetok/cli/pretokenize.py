@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from ..files import atomic_write_bytes
 from ..data.shards import CorruptShardError, ShardDataset
-from ..data.sources import build_dataset
+from ..data.datasets import build_dataset
 from ..data.tokens import finished_shards, save_token_shard, tokenizer_fingerprint, write_token_manifest
 from ..data.transforms import EvalTransform
 from ..precision import PRECISIONS, autocast, resolve_precision

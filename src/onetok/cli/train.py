@@ -5,7 +5,7 @@ from pathlib import Path
 
 
 def _dataset(config, train: bool = True):
-    from ..data.sources import build_dataset
+    from ..data.datasets import build_dataset
     from ..data.transforms import build_transform
     from ..training.sections import image_data
 

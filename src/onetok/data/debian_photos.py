@@ -383,7 +383,7 @@ def class_counts(pool_dir: str | os.PathLike) -> dict[str, dict[str, int]]:
 
 def predecode_pool(pool_dir: str | os.PathLike, size: int) -> list[Path]:
     """`train-<size>.npy` and `val-<size>.npy` (uint8, resized + center-cropped) beside the tree."""
-    from .sources import predecode
+    from .datasets import predecode
 
     pool_dir = Path(pool_dir)
     return [predecode(pool_dir / split, size, pool_dir / f"{split}-{size}.npy") for split in ("train", "val")]

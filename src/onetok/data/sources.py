@@ -18,8 +18,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from .images import ImageReadError, open_rgb, pil_to_tensor, tensor_to_uint8
-from ..files import atomic_save_npy, atomic_write_bytes
+from .images import ImageReadError, open_rgb, pil_to_tensor
 from .transforms import sample_generator
 from ..errors import DatasetError
 
@@ -109,7 +108,7 @@ class ImageFileDataset(_IndexedImages):
         return self.samples[index][0]
 
 
-def _walk(root: Path) -> Iterator[Path]:
+def walk_files(root: Path) -> Iterator[Path]:
     """Files under root, following symlinked folders, skipping hidden ones (e.g. temp files)."""
     for folder, dirs, names in os.walk(root, followlinks=True):
         dirs[:] = [d for d in dirs if not d.startswith(".")]
@@ -122,7 +121,7 @@ def scan_folder(root: str | os.PathLike) -> tuple[list[tuple[str, int]], list[st
     root = Path(root)
     if not root.is_dir():
         raise DatasetError(f"{root}: not a folder")
-    files = sorted(p for p in _walk(root) if p.suffix.lower() in IMAGE_EXTENSIONS)
+    files = sorted(p for p in walk_files(root) if p.suffix.lower() in IMAGE_EXTENSIONS)
     if not files:
         raise DatasetError(f"{root}: no image files ({', '.join(sorted(IMAGE_EXTENSIONS))}) found")
 
@@ -203,66 +202,3 @@ class ArrayDataset(_IndexedImages):
 def array_sidecars(path: Path) -> tuple[Path, Path]:
     stem = path.with_suffix("")
     return Path(f"{stem}.labels.npy"), Path(f"{stem}.classes.json")
-
-
-def predecode(source: str | os.PathLike, size: int, out_path: str | os.PathLike) -> Path:
-    """Decode every image of a folder or file list, resized and center-cropped to `size`,
-    into one uint8 .npy array with its labels and class names (each file written atomically)."""
-    from .transforms import EvalTransform
-
-    dataset = build_dataset(source, transform=EvalTransform(size))
-    images, labels = [], []
-    for index in range(len(dataset)):
-        sample = dataset[index]
-        if sample["skipped"]:
-            continue  # it stands in for an unreadable file and is stored under its own index
-        images.append(tensor_to_uint8(sample["image"]))
-        labels.append(sample["label"])
-    out_path = Path(out_path)
-    labels_path, classes_path = array_sidecars(out_path)
-    atomic_save_npy(labels_path, np.asarray(labels, dtype=np.int64))
-    atomic_write_bytes(classes_path, json.dumps(list(dataset.classes)).encode())
-    atomic_save_npy(out_path, np.stack(images))
-    return out_path
-
-
-def is_shard_spec(spec: str) -> bool:
-    return "://" in spec or "{" in spec or spec.endswith(".tar") or spec.startswith("pipe:")
-
-
-def build_dataset(
-    spec: str | os.PathLike | Sequence[str],
-    *,
-    transform: Transform | None = None,
-    seed: int = 0,
-    **shard_options,
-) -> Dataset:
-    """Pick the source by what `spec` is.
-
-    * `.tar`, a URL, a brace pattern `train-{0000..0009}.tar`, or a list of those: WebDataset
-      shards, streamed (`ShardDataset`; `shard_options` go to it).
-    * a folder of .tar files only: those shards.
-    * `.txt` / `.lst` / `.tsv`: a file list.   * `.npy`: a pre-decoded array.
-    * any other folder: ImageFolder layout.
-    """
-    from .shards import ShardDataset
-
-    if not isinstance(spec, (str, os.PathLike)):
-        return ShardDataset(list(spec), transform=transform, seed=seed, **shard_options)
-    text = os.fspath(spec)
-    if is_shard_spec(text):
-        return ShardDataset(text, transform=transform, seed=seed, **shard_options)
-    path = Path(text).expanduser()
-    if not path.exists():
-        raise DatasetError(f"{path}: no such file or folder")
-    if path.is_dir():
-        tars = sorted(str(p) for p in path.glob("*.tar"))
-        has_images = any(p.suffix.lower() in IMAGE_EXTENSIONS for p in _walk(path))
-        if tars and not has_images:
-            return ShardDataset(tars, transform=transform, seed=seed, **shard_options)
-        return ImageFileDataset(*scan_folder(path), transform=transform, seed=seed)
-    if path.suffix.lower() in LIST_EXTENSIONS:
-        return ImageFileDataset(*read_file_list(path), transform=transform, seed=seed)
-    if path.suffix.lower() == ".npy":
-        return ArrayDataset(path, transform=transform, seed=seed)
-    raise DatasetError(f"{path}: not a folder, file list (.txt), array (.npy) or shard (.tar)")

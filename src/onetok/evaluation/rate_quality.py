@@ -21,7 +21,7 @@ from onetok.evaluation.codecs import CodecSearch, available_codecs, thumbhash_re
 from onetok.evaluation.fid import fid_from_features, kernel_inception_distance
 from onetok.evaluation.image_metrics import psnr, quantize_8bit, ssim
 from onetok.evaluation.inception import FIDInceptionV3, load_fid_inception
-from onetok.evaluation.inputs import as_image_dataset
+from onetok.data.datasets import as_image_dataset
 from onetok.evaluation.lpips import LPIPS
 from onetok.evaluation.plots import log_x_panels
 from onetok.evaluation.report import json_safe, write_json

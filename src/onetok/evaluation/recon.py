@@ -29,7 +29,8 @@ from onetok.evaluation.fid import (
 )
 from onetok.evaluation.image_metrics import psnr, quantize_8bit, ssim
 from onetok.evaluation.inception import INPUT_SIZE, SPATIAL_DIM, FIDInceptionV3, load_fid_inception, no_classifier_reason
-from onetok.evaluation.inputs import EvalInputError, UInt8Images, as_image_dataset
+from onetok.data.datasets import UInt8Images, as_image_dataset
+from onetok.errors import EvalInputError
 from onetok.evaluation.lpips import LPIPS
 from onetok.evaluation.manifold import precision_recall
 from onetok.evaluation.plots import line_chart
@@ -290,7 +291,7 @@ def _sample_dataset(samples, size: int | None):
         return UInt8Images(npz_images(path))
     if size is None:
         from onetok.data.images import open_rgb
-        from onetok.evaluation.inputs import list_images
+        from onetok.data.datasets import list_images
 
         size = min(open_rgb(list_images(path)[0]).size)
     return as_image_dataset(path, size)

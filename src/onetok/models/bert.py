@@ -108,6 +108,8 @@ class BertBackbone(nn.Module):
 
 
 class ImageBert(MaskGIT):
+    backbone_name = "ViT"
+
     def __init__(self, config: GeneratorConfig):
         super().__init__(config)
         self.model = BertBackbone(config)

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from ..config import GUIDANCE_DECAYS, GeneratorConfig
-from ..hub import HubMixin
+from ..pretrained import HubMixin
 from ..precision import autocast
 from ..errors import GeneratorError
 
@@ -82,6 +82,14 @@ class MaskGIT(HubMixin, nn.Module):
     """
 
     config_class = GeneratorConfig
+    # backbone classes by `model.generator.model_type`; each registers itself by setting `backbone_name`
+    backbones: dict[str, type["MaskGIT"]] = {}
+    backbone_name: str | None = None
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if cls.backbone_name:
+            MaskGIT.backbones[cls.backbone_name] = cls
 
     def __init__(self, config: GeneratorConfig):
         super().__init__()
@@ -238,9 +246,4 @@ class MaskGIT(HubMixin, nn.Module):
     # ------------------------------------------------------------ construction
     @classmethod
     def _class_for(cls, config: GeneratorConfig) -> type["MaskGIT"]:
-        if cls is not MaskGIT:
-            return cls
-        from .bert import ImageBert
-        from .uvit import UViTBert
-
-        return {"ViT": ImageBert, "UViT": UViTBert}[config.model_type]
+        return cls if cls is not MaskGIT else MaskGIT.backbones[config.model_type]

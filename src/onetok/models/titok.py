@@ -7,7 +7,7 @@ from einops.layers.torch import Rearrange
 from torch import nn
 
 from ..config import VIT_SIZES, TiTokConfig, VQGANConfig
-from ..hub import HubMixin
+from ..pretrained import HubMixin
 from ..precision import autocast
 from .quantizers import DiagonalGaussianPosterior, VectorQuantizer
 from .vit import ResidualAttentionBlock, init_reference_weights

@@ -50,6 +50,8 @@ class UViTBlock(nn.Module):
 
 
 class UViTBert(MaskGIT):
+    backbone_name = "UViT"
+
     def __init__(self, config: GeneratorConfig):
         super().__init__(config)
         h, heads, mlp = config.hidden_size, config.num_attention_heads, config.intermediate_size

@@ -7,13 +7,19 @@ shortcut is applied to the block's output rather than its input (SPEC 1.7).
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..config import VQGANConfig
+from ..errors import CheckpointError
+from ..pretrained import CONFIG_NAME, HubMixin, download_file, load_state_strict, read_state_dict, weights_file
 from .quantizers import VectorQuantizer
+
+# the released MaskGIT-VQGAN: a raw state dict without config.json
+RELEASED_WEIGHTS = ("fun-research/TiTok", "maskgit-vqgan-imagenet-f16-256.bin")
 
 
 class Conv2dSame(nn.Conv2d):
@@ -115,8 +121,10 @@ class VQGANDecoder(nn.Module):
         return self.conv_out(F.silu(self.norm_out(x)))
 
 
-class MaskGITVQGAN(nn.Module):
+class MaskGITVQGAN(HubMixin, nn.Module):
     """Encoder + 1024-code quantizer + decoder; pixels in [0, 1]."""
+
+    config_class = VQGANConfig
 
     def __init__(
         self,
@@ -141,21 +149,23 @@ class MaskGITVQGAN(nn.Module):
         self.quantize = VectorQuantizer(num_embeddings, embedding_dim, commitment_cost=0.25)
 
     @classmethod
-    def from_config(cls, config: VQGANConfig | dict) -> "MaskGITVQGAN":
-        cfg = config if isinstance(config, VQGANConfig) else VQGANConfig.from_dict(config)
-        return cls(**cfg.to_dict())
+    def _build(cls, config: VQGANConfig) -> "MaskGITVQGAN":
+        return cls(**config.to_dict())
 
     @classmethod
-    def from_pretrained(cls, path=None) -> "MaskGITVQGAN":
-        """A raw state-dict file (the released .bin), a checkpoint folder, or the hub when None."""
-        from ..hub import load_vqgan
-
-        return load_vqgan(path)
-
-    def save_pretrained(self, folder):
-        from ..hub import write_checkpoint
-
-        return write_checkpoint(self, self.config.to_dict(), folder)
+    def from_pretrained(cls, path=None, revision: str | None = None) -> "MaskGITVQGAN":
+        """A checkpoint folder, a raw state-dict file (the released .bin) or a folder holding only
+        weights (default config), or the released weights from the hub when None."""
+        path = download_file(*RELEASED_WEIGHTS) if path is None else Path(path)
+        if path.is_dir() and (path / CONFIG_NAME).is_file():
+            return super().from_pretrained(path, revision)
+        file = weights_file(path) if path.is_dir() else path
+        if not file.is_file():
+            raise CheckpointError(f"{file}: no such file")
+        with torch.device("meta"):
+            model = cls()
+        load_state_strict(model, read_state_dict(file), file)
+        return model.eval()
 
     def encode_latents(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """-> (encoder output, quantized latents, ids (B, h*w))."""

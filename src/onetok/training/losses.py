@@ -4,7 +4,6 @@ Numbers and formulas follow SPEC 3.2 and 4.2-4.4.
 """
 from __future__ import annotations
 
-import math
 from contextlib import contextmanager
 from typing import Mapping
 
@@ -98,8 +97,9 @@ class ReconstructionLoss(nn.Module):
     'lpips-convnext_s-1.0-0.1', perceptual_weight 1.1, quantizer_weight 1.0,
     discriminator_weight 0.1, discriminator_start 200000; the VAE adds kl_weight 1e-6.
 
-    Call forward(..., mode="generator") for the model's loss and mode="discriminator"
-    (or discriminator_step) for D's: going through forward lets a DDP-wrapped copy sync D.
+    Call forward(..., mode="generator") for the model's loss and mode="discriminator" for
+    D's (on real images and detached reconstructions; it updates the LeCAM EMAs): going
+    through forward lets a DDP-wrapped copy sync D.
     Losses are computed in float32 with autocast off.
     """
 
@@ -172,12 +172,6 @@ class ReconstructionLoss(nn.Module):
             if mode == "generator":
                 return self._generator_loss(images, reconstructions, extra, step)
             return self._discriminator_loss(images, reconstructions, step)
-
-    def discriminator_step(
-        self, images: torch.Tensor, reconstructions: torch.Tensor, step: int
-    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """D's loss on real images and detached reconstructions; updates the LeCAM EMAs."""
-        return self(images, reconstructions, step=step, mode="discriminator")
 
     def _generator_loss(self, images, reconstructions, extra, step):
         if self.reconstruction_loss == "l2":
@@ -260,26 +254,6 @@ def _posterior(extra):
 
 
 # --------------------------------------------------------------------------- MaskGIT
-
-
-def mask_tokens(
-    ids: torch.Tensor, mask_id: int, generator: torch.Generator | None = None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """MaskGIT training masking (SPEC 3.2): ids (B, K) -> (masked ids, bool mask (B, K)).
-
-    Per row: u ~ U(0, 1), ratio = arccos(u) / (pi / 2) clamped to [1e-6, 1],
-    m = max(1, round(K * ratio)) positions, picked by a random permutation, become mask_id.
-    The generator must live on ids' device.
-    """
-    if ids.ndim != 2:
-        raise LossConfigError(f"mask_tokens expects token ids of shape (B, K), got {tuple(ids.shape)}")
-    batch, length = ids.shape
-    u = torch.rand(batch, generator=generator, device=ids.device)
-    ratio = (torch.arccos(u) / (math.pi / 2)).clamp(1e-6, 1.0)
-    num_masked = (length * ratio).round().clamp(min=1)
-    ranks = torch.rand(batch, length, generator=generator, device=ids.device).argsort(dim=-1)
-    mask = ranks < num_masked[:, None]
-    return ids.masked_fill(mask, mask_id), mask
 
 
 class MaskedTokenLoss(nn.Module):

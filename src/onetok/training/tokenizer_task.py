@@ -14,8 +14,8 @@ from torch import nn
 
 from ..data.images import make_grid
 from ..evaluation.codebook import codebook_summary
-from ..hub import load_vqgan, read_state_dict, weights_file
 from ..models import MaskGITVQGAN, TiTok
+from ..pretrained import read_state_dict, weights_file
 from .config import TrainConfig
 from .losses import ProxyCodeLoss, ReconstructionLoss
 from .trainer import Task, TrainingError
@@ -219,7 +219,7 @@ class Stage2Task(SingleStageTask):
         if not init:
             raise TrainingError("stage 2 needs model.init_weight: the stage-1 checkpoint folder")
         stage1 = read_state_dict(weights_file(Path(init)))
-        teacher = load_vqgan(self.config.model.get("teacher"))
+        teacher = MaskGITVQGAN.from_pretrained(self.config.model.get("teacher"))
         state = {**stage1,
                  **{f"pixel_decoder.{k}": v for k, v in teacher.decoder.state_dict().items()},
                  "pixel_quantize.embedding.weight": teacher.quantize.embedding.weight}
@@ -247,7 +247,7 @@ class Stage1Task(_TokenDropMixin, Task):
     def build_models(self):
         tree, self.token_drop = titok_tree(self.config, finetune_decoder=False, is_legacy=True)
         teacher_path = self.config.model.get("teacher")
-        return {"model": TiTok.from_config(tree), "teacher": load_vqgan(teacher_path)}
+        return {"model": TiTok.from_config(tree), "teacher": MaskGITVQGAN.from_pretrained(teacher_path)}
 
     def training_step(self, batch, step):
         images = batch["image"]

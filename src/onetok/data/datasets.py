@@ -1,6 +1,14 @@
-"""Image sets to evaluate: folders or lists of files, tensor datasets, ADM `.npz` batches."""
+"""Every way to name a set of images, turned into a dataset: the one dataset layer.
+
+`build_dataset` (training and pretokenization): a folder, a file list, a pre-decoded array
+or WebDataset shards -> samples as dicts (`image`, `label`, `skipped`), see `sources`.
+`as_image_dataset` (evaluation): a folder, image paths or a dataset of tensors -> `(image,
+index)` items with `names()`, every image resized and center-cropped to one size.
+`predecode` turns a folder into the array `build_dataset` reads fastest.
+"""
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Sequence
@@ -10,10 +18,79 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from onetok.data.images import load_image, pil_to_tensor, resize_center_crop
-from onetok.data.sources import IMAGE_EXTENSIONS, DatasetError, scan_folder
-from onetok.errors import EvalInputError
+from ..errors import DatasetError, EvalInputError
+from ..files import atomic_save_npy, atomic_write_bytes
+from .images import load_image, pil_to_tensor, resize_center_crop, tensor_to_uint8
+from .shards import ShardDataset
+from .sources import (
+    IMAGE_EXTENSIONS, LIST_EXTENSIONS, ArrayDataset, ImageFileDataset, Transform, walk_files, array_sidecars,
+    read_file_list, scan_folder,
+)
+from .transforms import EvalTransform
 
+# ---------------------------------------------------------------- training and pretokenization
+
+
+def is_shard_spec(spec: str) -> bool:
+    return "://" in spec or "{" in spec or spec.endswith(".tar") or spec.startswith("pipe:")
+
+
+def build_dataset(
+    spec: str | os.PathLike | Sequence[str],
+    *,
+    transform: Transform | None = None,
+    seed: int = 0,
+    **shard_options,
+) -> Dataset:
+    """Pick the source by what `spec` is.
+
+    * `.tar`, a URL, a brace pattern `train-{0000..0009}.tar`, or a list of those: WebDataset
+      shards, streamed (`ShardDataset`; `shard_options` go to it).
+    * a folder of .tar files only: those shards.
+    * `.txt` / `.lst` / `.tsv`: a file list.   * `.npy`: a pre-decoded array.
+    * any other folder: ImageFolder layout.
+    """
+    if not isinstance(spec, (str, os.PathLike)):
+        return ShardDataset(list(spec), transform=transform, seed=seed, **shard_options)
+    text = os.fspath(spec)
+    if is_shard_spec(text):
+        return ShardDataset(text, transform=transform, seed=seed, **shard_options)
+    path = Path(text).expanduser()
+    if not path.exists():
+        raise DatasetError(f"{path}: no such file or folder")
+    if path.is_dir():
+        tars = sorted(str(p) for p in path.glob("*.tar"))
+        has_images = any(p.suffix.lower() in IMAGE_EXTENSIONS for p in walk_files(path))
+        if tars and not has_images:
+            return ShardDataset(tars, transform=transform, seed=seed, **shard_options)
+        return ImageFileDataset(*scan_folder(path), transform=transform, seed=seed)
+    if path.suffix.lower() in LIST_EXTENSIONS:
+        return ImageFileDataset(*read_file_list(path), transform=transform, seed=seed)
+    if path.suffix.lower() == ".npy":
+        return ArrayDataset(path, transform=transform, seed=seed)
+    raise DatasetError(f"{path}: not a folder, file list (.txt), array (.npy) or shard (.tar)")
+
+
+def predecode(source: str | os.PathLike, size: int, out_path: str | os.PathLike) -> Path:
+    """Decode every image of a folder or file list, resized and center-cropped to `size`,
+    into one uint8 .npy array with its labels and class names (each file written atomically)."""
+    dataset = build_dataset(source, transform=EvalTransform(size))
+    images, labels = [], []
+    for index in range(len(dataset)):
+        sample = dataset[index]
+        if sample["skipped"]:
+            continue  # it stands in for an unreadable file and is stored under its own index
+        images.append(tensor_to_uint8(sample["image"]))
+        labels.append(sample["label"])
+    out_path = Path(out_path)
+    labels_path, classes_path = array_sidecars(out_path)
+    atomic_save_npy(labels_path, np.asarray(labels, dtype=np.int64))
+    atomic_write_bytes(classes_path, json.dumps(list(dataset.classes)).encode())
+    atomic_save_npy(out_path, np.stack(images))
+    return out_path
+
+
+# ---------------------------------------------------------------- evaluation
 
 
 def list_images(folder: str | os.PathLike) -> list[Path]:
