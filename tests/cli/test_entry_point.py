@@ -16,6 +16,7 @@ COMMANDS = [
     ("eval", "samples"),
     ("eval", "stats"),
     ("eval", "throughput"),
+    ("export",),
     ("generate",),
     ("info",),
     ("pretokenize",),
