@@ -41,3 +41,15 @@ def test_int8_generator_on_the_shipped_model():
     expected = reference.generate(classes, **settings)
     got = model.generate(classes, precision="int8", **settings)
     assert (got == expected).float().mean() >= 0.9  # measured 96.5% (temperature 0, 4 samples)
+
+
+def test_pipeline_int8_on_the_shipped_models():
+    from onetok.pipeline import Pipeline
+
+    exact = Pipeline.from_pretrained(precision="fp32")
+    int8 = Pipeline.from_pretrained(precision="int8")
+    assert int8.precision == "int8" and is_int8(int8.tokenizer) and is_int8(int8.generator)
+    paths = [str(p) for p in EXAMPLES]
+    assert (int8.tokenize(paths) == exact.tokenize(paths)).float().mean() >= 0.85
+    images = int8.generate([3, 5], seed=7)
+    assert images.shape == exact.generate([3, 5], seed=7).shape and 0 <= images.min() <= images.max() <= 1

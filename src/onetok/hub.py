@@ -243,8 +243,6 @@ def checkpoint_kind(folder: Path) -> str:
 
 
 def describe_checkpoint(path_or_id: str | os.PathLike) -> dict[str, Any]:
-    import math
-
     from .models import MaskGIT, TiTok
 
     folder = resolve_checkpoint(path_or_id)
@@ -259,7 +257,7 @@ def describe_checkpoint(path_or_id: str | os.PathLike) -> dict[str, Any]:
         if cfg.is_vae:
             info["latent per image"] = f"{cfg.num_latent_tokens} x {cfg.token_size} floats"
         else:
-            bits = cfg.num_latent_tokens * math.log2(cfg.codebook_size)
+            bits = cfg.bits_per_image
             info |= {"codebook": f"{cfg.codebook_size} x {cfg.token_size}", "bits per image": f"{bits:g} ({bits / 8:g} bytes)"}
     else:
         info |= {"backbone": cfg.model_type, "tokens": cfg.image_seq_len, "codebook": cfg.codebook_size,

@@ -1,11 +1,12 @@
-"""Inference precision: exact float32, bfloat16 autocast, or int8 Linear layers; and the one "auto" rule.
+"""Inference precision: exact float32, bfloat16 autocast, or int8 Linear layers.
 
-The "auto" rule: bf16 wherever the hardware runs it natively (CUDA, or a CPU with AMX or
-AVX512-BF16), else fp32. It never picks bf16 on a CPU without native bf16 (emulated bf16
-matmuls are many times slower than fp32) and never picks int8: measured on the project's
-AVX512-BF16 + VNNI CPU (benchmarks/bench_inference.py), int8 Linear layers (torchao, eager)
-are slower than bf16 and flip more token ids, and ONNX Runtime (fp32 or int8) is slower than
-torch's fp32 on the pixel decoder. int8 and ONNX Runtime stay explicit choices.
+The one rule for "auto" (`auto_precision`): bf16 on CUDA GPUs with bf16 and on CPUs whose
+flags list AVX512-BF16 or AMX; float32 elsewhere. Every front-end resolves "auto" through it,
+so the CLI, the app and `onetok.Pipeline` compute the same ids on the same machine. It never
+picks bf16 on a CPU without native bf16 (emulated bf16 matmuls are many times slower than
+fp32), and never int8: measured on the project's AVX512-BF16 + VNNI CPU
+(benchmarks/bench_inference.py), int8 Linear layers (torchao, eager) are slower than bf16 and
+flip more token ids than the 3% the fast paths may. int8 stays an explicit choice.
 """
 from __future__ import annotations
 
@@ -41,14 +42,19 @@ def has_fast_bf16(device: torch.device | str = "cpu") -> bool:
     return "amx_bf16" in flags or "avx512_bf16" in flags
 
 
+def auto_precision(device: torch.device | str = "cpu") -> str:
+    """What "auto" means on `device`: 'bf16' where the hardware is fast at it, else 'fp32'."""
+    return "bf16" if has_fast_bf16(device) else "fp32"
+
+
 def resolve_precision(precision: str, device: torch.device | str = "cpu") -> str:
-    """'fp32', 'bf16' or 'int8': 'auto' picks bf16 only where the hardware is fast at it."""
+    """'fp32', 'bf16' or 'int8' ('auto' through `auto_precision`)."""
     name = ALIASES.get(precision, precision) if isinstance(precision, str) else precision
     if name not in PRECISIONS + QUANTIZED:
         known = ", ".join([*PRECISIONS, *QUANTIZED, *ALIASES])
         raise PrecisionError(f"precision must be one of {known}; got {precision!r}")
     if name == "auto":
-        return "bf16" if has_fast_bf16(device) else "fp32"
+        return auto_precision(device)
     return name
 
 

@@ -154,3 +154,25 @@ def test_two_processes_write_the_tokens_and_samples_of_one(run, tmp_path):
     one = np.load(tmp_path / "one" / "samples_6x64x64x3.npz")["arr_0"]
     two = np.load(tmp_path / "two" / "samples_6x64x64x3.npz")["arr_0"]
     assert np.array_equal(one, two)
+
+
+def test_sample_on_the_shipped_models_is_the_pipelines_image(tmp_path):
+    """`onetok sample --classes 3 --per-class 1 --seed 7` writes Pipeline.generate([3], seed=7)[0]."""
+    from onetok import Pipeline
+
+    assert main(["sample", "--classes", "3", "--per-class", "1", "--seed", "7", "-o", str(tmp_path)]) == 0
+    npz = np.load(tmp_path / "samples_1x128x128x3.npz")
+    assert npz["arr_1"].tolist() == [3]
+    expected = Pipeline.from_pretrained().generate([3], seed=7)[0].permute(1, 2, 0).numpy()
+    assert np.abs(npz["arr_0"][0] / 255.0 - expected).max() <= 1 / 255 + 1e-6
+    # by name, in a batch that continues after it: the same first image
+    name = Pipeline.from_pretrained().class_names[3]
+    assert main(["sample", "--classes", f"{name},5", "--per-class", "1", "--seed", "7", "--no-images",
+                 "-o", str(tmp_path / "named")]) == 0
+    assert np.array_equal(np.load(tmp_path / "named" / "samples_2x128x128x3.npz")["arr_0"][0], npz["arr_0"][0])
+
+
+def test_sample_rejects_out_of_range_classes(tmp_path, capsys):
+    assert main(["sample", "--classes", "3,22", "-o", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "class id 22 is outside the generator's classes 0..21" in err[0]

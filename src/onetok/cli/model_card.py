@@ -35,7 +35,7 @@ from ..evaluation.image_metrics import psnr, quantize_8bit, ssim
 from ..evaluation.inception import load_fid_inception
 from ..models import MaskGIT, TiTok
 from ..sampling import generate_seeded, sample_seed
-from .core import batched
+from ..pipeline import in_batches
 
 
 def load_array(path: str) -> torch.Tensor:
@@ -49,7 +49,8 @@ def load_labels(path: str) -> np.ndarray:
 
 
 def on_cpu(model_fn, inputs: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
-    return batched(model_fn, inputs, batch_size, "cpu", "fp32")
+    with torch.inference_mode():
+        return in_batches(model_fn, inputs, batch_size)
 
 
 def inception_features(*image_sets: torch.Tensor) -> list[np.ndarray]:

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from onetok.config import GeneratorConfig, check_pairing
 from onetok.data.images import make_grid
 from onetok.data.tokens import TokenDataset, tokenizer_fingerprint
 from onetok.models import MaskGIT, TiTok
@@ -90,6 +91,8 @@ def build_run(config: TrainConfig) -> tuple[GeneratorTask, TokenDataset]:
     if tokenizer is None:
         log.info("dataset.tokenizer is not set: no previews, and the token folder's fingerprint is trusted")
     tree = generator_tree(config, dataset, data.get("tokenizer"), crop_size=tokenizer.config.crop_size if tokenizer else None)
+    if tokenizer is not None:  # the previews decode the generator's ids with it
+        check_pairing(tokenizer.config, GeneratorConfig.from_dict(tree), data["tokenizer"], config.experiment.name)
     classes = tree["model"]["generator"]["condition_num_classes"]
     task = GeneratorTask(tree, config.losses, tokenizer, preview_classes=_preview_classes(data, classes),
                          preview_seeds=data.get("preview_seeds"))
