@@ -58,8 +58,25 @@ def tokenizer_paths(model: TiTok, wanted: tuple[str, ...]) -> dict[str, tuple]:
     return out
 
 
+def with_onnx_step(model: MaskGIT, step) -> MaskGIT:
+    """A copy of the generator whose guided logits come from the exported ONNX step.
+
+    The sampling loop, and so its random draws, stay torch's: the same seed gives the same
+    noise as the fp32 path, so the sampled ids can be compared.
+    """
+    twin = copy.copy(model)
+
+    def guided_logits(ids, condition, cfg_scale, guidance_decay, batched, guided=None):
+        # the graph computes cond + (cond - uncond) * w; power-cosine's uncond + (cond - uncond) * s has w = s - 1
+        weight = float(cfg_scale) - 1 if guidance_decay == "power-cosine" else float(cfg_scale)
+        return torch.from_numpy(step.guided_logits(ids.numpy(), condition.numpy(), weight))
+
+    twin.guided_logits = guided_logits
+    return twin
+
+
 def generator_paths(model: MaskGIT, steps: int, seed: int, wanted: tuple[str, ...]) -> dict[str, object]:
-    """path -> generate(classes) callable, each seeded alike (ONNX Runtime: numpy's RNG, so other samples)."""
+    """path -> generate(classes) callable, each seeded alike (ONNX Runtime: its step inside torch's loop)."""
     from onetok.onnx import OnnxGenerator
 
     settings = {**default_sampling(model), "num_sample_steps": steps}
@@ -79,7 +96,6 @@ def generator_paths(model: MaskGIT, steps: int, seed: int, wanted: tuple[str, ..
         folder = onnx_folder(generator=model)
         for name, int8 in (("ort-fp32", False), ("ort-int8", True)):
             if name in wanted:
-                onnx = OnnxGenerator(folder, int8=int8, threads=torch.get_num_threads())
-                out[name] = lambda c, o=onnx: o.generate(c.numpy(), seed=seed, **{
-                    k: v for k, v in settings.items() if k != "softmax_temperature_annealing"})
+                step = OnnxGenerator(folder, int8=int8, threads=torch.get_num_threads())
+                out[name] = torch_path(with_onnx_step(model, step), True, "fp32")
     return out
