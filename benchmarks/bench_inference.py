@@ -171,10 +171,11 @@ def main(argv=None) -> int:
             if "tokenize" in args.tasks:
                 log(f"{key} tokenizer")
                 cells += bench_tokenizer(key, args, log)
+                text = write_report(args, machine, rates, cells, started, log)
             if "generate" in args.tasks:
                 log(f"{key} generator")
                 cells += bench_generator(key, args, log)
-            text = write_report(args, machine, rates, cells, started, log)
+                text = write_report(args, machine, rates, cells, started, log)
     print(text)
     return 0
 
