@@ -13,7 +13,7 @@ import tempfile
 import torch
 
 from onetok import MaskGIT, TiTok
-from onetok.export import export_onnx
+from onetok.export import export_onnx, with_onnx_step
 from onetok.fast import optimize_for_inference
 from onetok.sampling import default_sampling
 
@@ -56,23 +56,6 @@ def tokenizer_paths(model: TiTok, wanted: tuple[str, ...]) -> dict[str, tuple]:
                 onnx = OnnxTokenizer(folder, int8=int8, threads=torch.get_num_threads())
                 out[name] = (lambda x, o=onnx: o.tokenize(x.numpy()), lambda i, o=onnx: o.detokenize(i.numpy()))
     return out
-
-
-def with_onnx_step(model: MaskGIT, step) -> MaskGIT:
-    """A copy of the generator whose guided logits come from the exported ONNX step.
-
-    The sampling loop, and so its random draws, stay torch's: the same seed gives the same
-    noise as the fp32 path, so the sampled ids can be compared.
-    """
-    twin = copy.copy(model)
-
-    def guided_logits(ids, condition, cfg_scale, guidance_decay, batched, guided=None):
-        # the graph computes cond + (cond - uncond) * w; power-cosine's uncond + (cond - uncond) * s has w = s - 1
-        weight = float(cfg_scale) - 1 if guidance_decay == "power-cosine" else float(cfg_scale)
-        return torch.from_numpy(step.guided_logits(ids.numpy(), condition.numpy(), weight))
-
-    twin.guided_logits = guided_logits
-    return twin
 
 
 def generator_paths(model: MaskGIT, steps: int, seed: int, wanted: tuple[str, ...]) -> dict[str, object]:

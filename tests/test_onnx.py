@@ -186,3 +186,16 @@ def test_cli_export_errors_are_one_line(tmp_path, capsys):
     assert err == ["onetok: error: nothing to export: give a tokenizer, a generator or both"]
     assert main(["export", str(tmp_path / "nowhere"), "-o", str(tmp_path / "y")]) == 2
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+def test_onnx_step_inside_torchs_loop_samples_torchs_ids(shipped):
+    """With the exported step in torch's sampling loop the random draws are torch's: same ids at a temperature above 0."""
+    from onetok.export import with_onnx_step
+
+    out, _, generator = shipped
+    classes = torch.tensor([0, 3, 5, 21])
+    torch.manual_seed(11)
+    expected = generator.generate(classes)
+    torch.manual_seed(11)
+    got = with_onnx_step(generator, OnnxGenerator(out)).generate(classes)
+    assert agreement(got, expected) >= 0.99

@@ -14,6 +14,7 @@ attention products and the quantizer's code search keep float32.
 """
 from __future__ import annotations
 
+import copy
 import json
 import os
 import tempfile
@@ -25,7 +26,7 @@ from torch import nn
 
 from .files import atomic_write_bytes
 from .models import MaskGIT, TiTok
-from .onnx import META_NAME
+from .onnx import META_NAME, OnnxGenerator
 from .sampling import default_sampling
 
 OPSET = 17
@@ -160,3 +161,20 @@ def export_onnx(folder: str | os.PathLike, tokenizer: TiTok | None = None, gener
         meta["generator"] = export_generator(generator, folder, int8)
     atomic_write_bytes(folder / META_NAME, json.dumps(meta, indent=2).encode())
     return folder
+
+
+def with_onnx_step(model: MaskGIT, step: OnnxGenerator) -> MaskGIT:
+    """A shallow copy of the generator whose guided logits come from the exported ONNX step.
+
+    Its sampling loop, and so its random draws, stay torch's: the same seed (or per-row
+    generators) gives the same noise as the torch model, so the samples match it.
+    """
+    twin = copy.copy(model)
+
+    def guided_logits(ids, condition, cfg_scale, guidance_decay, batched, guided=None):
+        # the graph computes cond + (cond - uncond) * w; power-cosine's uncond + (cond - uncond) * s has w = s - 1
+        weight = float(cfg_scale) - 1 if guidance_decay == "power-cosine" else float(cfg_scale)
+        return torch.from_numpy(step.guided_logits(ids.cpu().numpy(), condition.cpu().numpy(), weight)).to(ids.device)
+
+    twin.guided_logits = guided_logits
+    return twin
