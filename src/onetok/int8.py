@@ -6,7 +6,7 @@ change: the nearest-code search, the codebooks, embeddings, attention products a
 decoder's convolutions keep their precision (pair with ``precision.autocast("int8")``, which
 runs those in bf16 where the CPU has native bf16).
 
-Measured on the project's 2-core AVX512-BF16 CPU without torch.compile (benchmarks/): int8
+Measured on the shared 2-core CPU the benchmark ran on (AMX, AVX512-BF16 and VNNI), eager: int8
 is slower than bf16 autocast and flips more token ids, so ``precision="auto"`` does not pick it.
 """
 from __future__ import annotations

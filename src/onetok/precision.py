@@ -4,7 +4,7 @@ The one rule for "auto" (`auto_precision`): bf16 on CUDA GPUs with bf16 and on C
 flags list AVX512-BF16 or AMX; float32 elsewhere. Every front-end resolves "auto" through it,
 so the CLI, the app and `onetok.Pipeline` compute the same ids on the same machine. It never
 picks bf16 on a CPU without native bf16 (emulated bf16 matmuls are many times slower than
-fp32), and never int8: measured on the project's AVX512-BF16 + VNNI CPU
+fp32), and never int8: measured on the shared 2-core CPU (AMX, AVX512-BF16, VNNI)
 (benchmarks/bench_inference.py), int8 Linear layers (torchao, eager) are slower than bf16 and
 flip more token ids than the 3% the fast paths may. int8 stays an explicit choice.
 """
