@@ -52,3 +52,16 @@ def test_quantizer_search_stays_float32_under_bf16_autocast():
     assert z_quantized.dtype == torch.float32
     assert torch.equal(result["min_encoding_indices"], expected["min_encoding_indices"])
     assert torch.equal(z_quantized, expected_z)
+
+
+def test_int8_is_an_explicit_library_choice_that_auto_never_makes(monkeypatch):
+    monkeypatch.setattr(precision, "cpu_flags", lambda: "avx512_vnni avx512_bf16 amx_int8")
+    assert resolve_precision("int8") == "int8"
+    assert resolve_precision("auto") == "bf16"
+    assert "int8" not in precision.PRECISIONS  # the CLI commands do not quantize their models
+    layer = torch.nn.Linear(8, 8)
+    with autocast("int8"):  # what int8 Linear layers leave runs in bf16 where bf16 is native
+        assert layer(torch.randn(2, 8)).dtype == torch.bfloat16
+    monkeypatch.setattr(precision, "cpu_flags", lambda: "avx2")
+    with autocast("int8"):
+        assert layer(torch.randn(2, 8)).dtype == torch.float32

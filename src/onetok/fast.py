@@ -21,9 +21,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .int8 import quantize_linear_int8
 from .models.maskgit import MaskGIT
 from .models.titok import TiTok
 from .models.vqgan import MaskGITVQGAN
+from .precision import resolve_precision
 
 
 def use_channels_last(model: nn.Module) -> nn.Module:
@@ -48,9 +50,16 @@ def compile_model(model: nn.Module, **compile_kwargs) -> nn.Module:
     return model
 
 
-def optimize_for_inference(model: nn.Module, channels_last: bool = True, compile: bool = False) -> nn.Module:
-    """Eval mode plus the layout (and optionally compile) speed-ups; returns the same model."""
+def optimize_for_inference(model: nn.Module, channels_last: bool = True, compile: bool = False,
+                           precision: str = "fp32") -> nn.Module:
+    """Eval mode plus the layout (and optionally compile) speed-ups; returns the same model.
+
+    ``precision="int8"`` also quantizes its Linear layers (onetok.int8); then call it with
+    ``precision="int8"`` too (the rest of the ops run under that autocast).
+    """
     model.eval()
+    if resolve_precision(precision) == "int8":
+        quantize_linear_int8(model)
     if channels_last:
         use_channels_last(model)
     if compile:

@@ -29,6 +29,7 @@ from .config import check_pairing
 from .data.images import load_image, pil_to_tensor, resize_center_crop, to_rgb
 from .data.tokens import tokenizer_fingerprint
 from .fast import optimize_for_inference
+from .int8 import quantize_linear_int8
 from .hub import default_generator_path, default_tokenizer_path
 from .models import MaskGIT, TiTok
 from .precision import resolve_precision
@@ -88,6 +89,10 @@ class Pipeline:
         if self.generator is not None:
             check_pairing(self.tokenizer.config, self.generator.config, tokenizer_name, generator_name)
             check_fingerprint(self.tokenizer, self.generator, tokenizer_name, generator_name)
+        if self.precision == "int8":  # after the checks, which read the float weights
+            for model in (self.tokenizer, self.generator):
+                if model is not None:
+                    quantize_linear_int8(model)
 
     @classmethod
     def from_pretrained(cls, tokenizer: str | os.PathLike | TiTok | None = None,
@@ -98,7 +103,8 @@ class Pipeline:
         With `tokenizer` given and `generator` None, or with `generator=False`, the pipeline has no
         generator (the shipped one belongs to the shipped tokenizer); it tokenizes, detokenizes and
         reconstructs.
-        `precision`: "fp32", "bf16" or None / "auto" (bf16 where the hardware is fast at it).
+        `precision`: "fp32", "bf16", "int8" (Linear layers, onetok.int8; quantizes the models in place)
+        or None / "auto" (bf16 where the hardware is fast at it).
         """
         device = str(device or default_device())
         tokenizer_model, tokenizer_name = load_model(TiTok, tokenizer, default_tokenizer_path, device)

@@ -1,8 +1,12 @@
-"""Inference precision: exact float32, or bfloat16 autocast where the hardware is fast at it.
+"""Inference precision: exact float32, bfloat16 autocast, or int8 Linear layers.
 
 The one rule for "auto" (`auto_precision`): bf16 on CUDA GPUs with bf16 and on CPUs whose
 flags list AVX512-BF16 or AMX; float32 elsewhere. Every front-end resolves "auto" through it,
-so the CLI, the app and `onetok.Pipeline` compute the same ids on the same machine.
+so the CLI, the app and `onetok.Pipeline` compute the same ids on the same machine. It never
+picks bf16 on a CPU without native bf16 (emulated bf16 matmuls are many times slower than
+fp32), and never int8: measured on the shared 2-core CPU (AMX, AVX512-BF16, VNNI)
+(benchmarks/bench_inference.py), int8 Linear layers (torchao, eager) are slower than bf16 and
+flip more token ids than the 3% the fast paths may. int8 stays an explicit choice.
 """
 from __future__ import annotations
 
@@ -10,7 +14,9 @@ import contextlib
 
 import torch
 
-PRECISIONS = ("fp32", "bf16", "auto")
+PRECISIONS = ("fp32", "bf16", "auto")  # what the CLI commands offer
+# library only: the model must first pass through onetok.fast.optimize_for_inference(model, "int8")
+QUANTIZED = ("int8",)
 ALIASES = {"float32": "fp32", "bfloat16": "bf16"}
 
 
@@ -42,10 +48,10 @@ def auto_precision(device: torch.device | str = "cpu") -> str:
 
 
 def resolve_precision(precision: str, device: torch.device | str = "cpu") -> str:
-    """'fp32' or 'bf16' ('auto' through `auto_precision`)."""
+    """'fp32', 'bf16' or 'int8' ('auto' through `auto_precision`)."""
     name = ALIASES.get(precision, precision) if isinstance(precision, str) else precision
-    if name not in PRECISIONS:
-        known = ", ".join([*PRECISIONS, *ALIASES])
+    if name not in PRECISIONS + QUANTIZED:
+        known = ", ".join([*PRECISIONS, *QUANTIZED, *ALIASES])
         raise PrecisionError(f"precision must be one of {known}; got {precision!r}")
     if name == "auto":
         return auto_precision(device)
@@ -53,8 +59,13 @@ def resolve_precision(precision: str, device: torch.device | str = "cpu") -> str
 
 
 def autocast(precision: str, device: torch.device | str = "cpu"):
-    """A context that runs matmuls and convs in bf16; the quantizer keeps its float32 search."""
+    """A context that runs matmuls and convs in bf16; the quantizer keeps its float32 search.
+
+    "int8": the ops that int8 Linear layers leave (attention, convolutions) run in bf16 where
+    the hardware has native bf16, else float32.
+    """
     device = torch.device(device)
-    if resolve_precision(precision, device) == "bf16":
+    name = resolve_precision(precision, device)
+    if name == "bf16" or (name == "int8" and has_fast_bf16(device)):
         return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()

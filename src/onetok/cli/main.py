@@ -7,7 +7,8 @@ import os
 import sys
 
 # modules under onetok.cli that contribute sub-commands through add_parser(subparsers)
-COMMAND_MODULES = ["core", "app", "shards", "datasets", "train", "eval", "pretokenize", "sample", "demo", "model_card"]
+COMMAND_MODULES = ["core", "app", "shards", "datasets", "train", "eval", "pretokenize", "sample", "demo", "model_card",
+                   "export"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,152 @@
+"""Measuring helpers of the inference benchmark: timing, peak memory, fidelity, the hardware's ceilings."""
+from __future__ import annotations
+
+import ctypes
+import math
+import os
+import platform
+import statistics
+import threading
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from onetok.precision import cpu_flags, has_fast_bf16
+
+
+def _load_mallinfo2():
+    class MallInfo2(ctypes.Structure):
+        names = "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost"
+        _fields_ = [(name, ctypes.c_size_t) for name in names.split()]
+
+    try:
+        function = ctypes.CDLL("libc.so.6").mallinfo2
+    except (OSError, AttributeError):
+        return None
+    function.restype = MallInfo2
+    return function
+
+
+_MALLINFO2 = _load_mallinfo2()
+
+
+class PeakMemory:
+    """Peak memory a block adds: the C heap's bytes in use (glibc mallinfo2, where torch's and ONNX
+    Runtime's CPU buffers live; resident set size elsewhere), sampled every 2 ms."""
+
+    def __init__(self):
+        self.mib = 0.0
+
+    @staticmethod
+    def _in_use() -> int:
+        if _MALLINFO2 is not None:
+            info = _MALLINFO2()
+            return info.uordblks + info.hblkhd  # heap chunks + mmapped chunks in use
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+    def _poll(self) -> None:
+        while not self._done.wait(0.002):
+            self._peak = max(self._peak, self._in_use())
+
+    def __enter__(self):
+        self._start = self._peak = self._in_use()
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._done.set()
+        self._thread.join()
+        self.mib = (max(self._peak, self._in_use()) - self._start) / 2**20
+
+
+def timed(fn) -> tuple[float, float, torch.Tensor]:
+    """(seconds, peak MiB added, output as a tensor) of one call."""
+    with PeakMemory() as memory:
+        start = time.perf_counter()
+        out = fn()
+        seconds = time.perf_counter() - start
+    return seconds, memory.mib, torch.as_tensor(out)
+
+
+@dataclass
+class Run:
+    """One path's timings and peak memory in a cell, and its last output."""
+
+    seconds: list[float] = field(default_factory=list)
+    mib: float = 0.0
+    out: torch.Tensor | None = None
+
+
+@dataclass
+class Cell:
+    """One (model, task, batch): every path measured interleaved with the fp32 eager reference."""
+
+    model: str
+    task: str
+    batch: int
+    runs: dict[str, Run] = field(default_factory=dict)
+    notes: dict[str, str] = field(default_factory=dict)  # path -> why it has no timing
+
+    def rate(self, path: str) -> float:
+        return self.batch / statistics.median(self.runs[path].seconds)
+
+    def ratio(self, path: str) -> float:
+        return self.rate(path) / self.rate("fp32")
+
+
+def measure(cell: Cell, paths: dict, repeats: int, cell_seconds: float) -> Cell:
+    """Round robin over the paths (fp32 first), `repeats` rounds at most, fewer once past `cell_seconds`.
+
+    A warm-up call per path comes first (first-call allocations, oneDNN kernel creation, lazy
+    quantization state); its output is kept as the fidelity sample if no timed run happens.
+    """
+    for name, fn in paths.items():
+        cell.runs[name] = Run(out=torch.as_tensor(fn()))
+    spent = 0.0
+    for _ in range(repeats):
+        for name, fn in paths.items():
+            seconds, mib, out = timed(fn)
+            run = cell.runs[name]
+            run.seconds.append(seconds)
+            run.mib, run.out = max(run.mib, mib), out
+            spent += seconds
+        if spent > cell_seconds:
+            break
+    return cell
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    mse = (a.float() - b.float()).pow(2).mean().item()
+    return math.inf if mse == 0 else 10 * math.log10(1.0 / mse)
+
+
+def agreement(a: torch.Tensor, b: torch.Tensor) -> float:
+    return (a == b).float().mean().item()
+
+
+def matmul_rates(n: int = 2048, repeats: int = 5) -> dict[str, float]:
+    """Tera-ops/s of n^3 products in fp32, bf16 and int8 (torch._int_mm, oneDNN VNNI): best of `repeats`."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    ai, bi = torch.randint(-128, 127, (n, n), dtype=torch.int8), torch.randint(-128, 127, (n, n), dtype=torch.int8)
+    abf, bbf = a.bfloat16(), b.bfloat16()
+    cases = {"fp32": lambda: a @ b, "bf16": lambda: abf @ bbf, "int8": lambda: torch._int_mm(ai, bi)}
+    rates = {}
+    for name, fn in cases.items():
+        fn()
+        best = min(timed(fn)[0] for _ in range(repeats))
+        rates[name] = 2 * n**3 / best / 1e12
+    return rates
+
+
+def machine_line() -> str:
+    flags = cpu_flags()
+    names = [line.split(":", 1)[1].strip() for line in flags.splitlines() if line.startswith("model name")]
+    cpu = names[0] if names else platform.processor()
+    isa = [name for name in ("amx_bf16", "amx_int8", "avx512_bf16", "avx512_vnni", "avx_vnni") if name in flags.split()]
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    return (f"{cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, torch {torch.__version__}, "
+            f"ISA: {', '.join(isa) or 'none'} (native bf16: {has_fast_bf16()}), load average at start {load:.2f}")

@@ -1,0 +1,94 @@
+"""The benchmark's tables (markdown) and chart (PNG)."""
+from __future__ import annotations
+
+from io import BytesIO
+from pathlib import Path
+
+from PIL import Image, ImageDraw
+
+from onetok.files import atomic_write_bytes
+
+from measure import Cell
+
+TARGETS = {"tokenize": 3.0, "detokenize": 4.0, "generate": 3.0}
+MIN_AGREEMENT, MIN_PSNR = 0.97, 35.0
+COLOURS = {"bf16": "#2a7ab0", "int8": "#d9822b", "ort-fp32": "#7a7a7a", "ort-int8": "#5aa469"}
+
+
+def throughput_table(cells: list[Cell]) -> list[str]:
+    lines = ["| model | task | batch | path | images/s | vs fp32 eager | peak MiB | runs | same ids | PSNR vs fp32 |",
+             "|---|---|---:|---|---:|---:|---:|---:|---:|---:|"]
+    for c in cells:
+        for path, run in c.runs.items():
+            if not run.seconds:
+                continue
+            agree, quality = fidelity(c, path)
+            lines.append(f"| {c.model} | {c.task} | {c.batch} | {path} | {c.rate(path):.3f} | "
+                         f"**{c.ratio(path):.2f}x** | {run.mib:.0f} | {len(run.seconds)} | {agree} | {quality} |")
+        for path, note in c.notes.items():
+            lines.append(f"| {c.model} | {c.task} | {c.batch} | {path} | {note} | | | | | |")
+    return lines
+
+
+def fidelity(c: Cell, path: str) -> tuple[str, str]:
+    """(identical ids, PSNR) of a path's output against fp32's, as table text."""
+    from measure import agreement, psnr
+
+    ref, out = c.runs["fp32"].out, c.runs[path].out
+    if c.task == "detokenize":
+        return "", f"{psnr(out, ref):.1f} dB"
+    return f"{100 * agreement(out, ref):.1f}%", ""
+
+
+def best_paths(cells: list[Cell]) -> list[str]:
+    """Per batch-8 cell: the fastest path that keeps the fidelity bar, against the target."""
+    from measure import agreement, psnr
+
+    lines = ["| model | task | target | fastest path within 97% ids / 35 dB | ratio | verdict |",
+             "|---|---|---:|---|---:|---|"]
+    for c in cells:
+        if c.batch != 8 or c.task not in TARGETS:
+            continue
+        ok = []
+        for path, run in c.runs.items():
+            if not run.seconds:
+                continue
+            ref = c.runs["fp32"].out
+            if c.task == "detokenize":
+                good = psnr(run.out, ref) >= MIN_PSNR
+            else:
+                good = agreement(run.out, ref) >= MIN_AGREEMENT
+            if good:
+                ok.append((c.ratio(path), path))
+        ratio, path = max(ok)
+        goal = TARGETS[c.task]
+        verdict = "met" if ratio >= goal else f"missed by {goal - ratio:.2f}x ({100 * (1 - ratio / goal):.0f}% short)"
+        lines.append(f"| {c.model} | {c.task} | {goal:.0f}x | {path} | {ratio:.2f}x | {verdict} |")
+    return lines
+
+
+def bar_chart(cells: list[Cell], path: Path) -> None:
+    """Each path's ratio to fp32 eager per cell, the targets as red ticks, 1x dotted."""
+    rows = [(c, p) for c in cells for p, r in c.runs.items() if p != "fp32" and r.seconds]
+    if not rows:
+        return
+    row, left, width = 18, 300, 560
+    top = max([c.ratio(p) for c, p in rows] + list(TARGETS.values()))
+    scale = width / top / 1.08
+    image = Image.new("RGB", (left + width + 70, row * len(rows) + 50), "white")
+    draw = ImageDraw.Draw(image)
+    draw.text((10, 8), "throughput / fp32 eager (red | = target, dotted = 1x)", fill="black")
+    for i, (c, p) in enumerate(rows):
+        y = 30 + i * row
+        ratio = c.ratio(p)
+        draw.text((10, y + 3), f"{c.model} {c.task} b{c.batch} {p}", fill="black")
+        draw.rectangle([left, y + 2, left + ratio * scale, y + row - 3], fill=COLOURS.get(p, "#444444"))
+        draw.text((left + ratio * scale + 4, y + 3), f"{ratio:.2f}x", fill="black")
+        if c.task in TARGETS:
+            x = left + TARGETS[c.task] * scale
+            draw.line([x, y, x, y + row - 1], fill="red", width=2)
+    for y in range(28, image.height - 10, 5):
+        draw.point((left + scale, y), fill="gray")
+    buf = BytesIO()
+    image.save(buf, format="PNG")
+    atomic_write_bytes(path, buf.getvalue())
