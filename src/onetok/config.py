@@ -14,6 +14,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from .errors import ConfigError
+
 # width, depth, heads of the ViT sizes (SPEC 1.1); `tiny` is for tests.
 VIT_SIZES: dict[str, tuple[int, int, int]] = {
     "tiny": (64, 2, 4),
@@ -27,10 +29,6 @@ QUANTIZE_MODES = ("vq", "vae")
 DECODER_HEADS = ("linear", "conv")
 GUIDANCE_DECAYS = ("constant", "linear", "power-cosine")
 GENERATOR_TYPES = ("ViT", "UViT")
-
-
-class ConfigError(ValueError):
-    """A config tree that does not describe a valid model."""
 
 
 def _check_choice(name: str, value, choices) -> None:
@@ -111,6 +109,11 @@ class TiTokConfig:
 
         return math.log2(self.codebook_size)
 
+    @property
+    def bits_per_image(self) -> float:
+        """The information in one image's ids: tokens x log2(codebook size) (the one formula)."""
+        return self.num_latent_tokens * self.bits_per_token
+
     @classmethod
     def from_dict(cls, tree: dict) -> "TiTokConfig":
         if not isinstance(tree, dict) or "model" not in tree or "vq_model" not in tree["model"]:
@@ -189,6 +192,13 @@ class GeneratorConfig:
     @property
     def mask_token_id(self) -> int:
         return self.codebook_size
+
+    @property
+    def sampling(self) -> dict:
+        """The sampling settings this generator was configured with (`MaskGIT.generate`'s keywords)."""
+        return {"guidance_scale": self.guidance_scale, "guidance_decay": self.guidance_decay,
+                "guidance_scale_pow": self.guidance_scale_pow, "randomize_temperature": self.randomize_temperature,
+                "softmax_temperature_annealing": False, "num_sample_steps": self.num_steps}
 
     @property
     def vocab_size(self) -> int:
@@ -344,3 +354,16 @@ def preset(name: str) -> dict:
     if name not in PRESETS:
         raise ConfigError(f"unknown preset {name!r}; known: {', '.join(sorted(PRESETS))}")
     return copy.deepcopy(PRESETS[name])
+
+
+def check_pairing(tokenizer: TiTokConfig, generator: GeneratorConfig,
+                  tokenizer_name: str = "the tokenizer", generator_name: str = "the generator") -> None:
+    """A generator decodes only through a tokenizer with its token count and codebook size."""
+    if tokenizer.is_vae:
+        raise ConfigError(f"generator {generator_name} predicts token ids, but tokenizer {tokenizer_name} "
+                          "is a continuous (VAE) tokenizer")
+    if (generator.image_seq_len, generator.codebook_size) != (tokenizer.num_latent_tokens, tokenizer.codebook_size):
+        raise ConfigError(
+            f"generator {generator_name} makes {generator.image_seq_len} ids from a codebook of "
+            f"{generator.codebook_size}, but tokenizer {tokenizer_name} uses {tokenizer.num_latent_tokens} "
+            f"tokens from a codebook of {tokenizer.codebook_size}")

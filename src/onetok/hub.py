@@ -15,7 +15,8 @@ from typing import Any
 import torch
 
 from .config import HUB_IDS, PRESETS, ConfigError, preset
-from .data.images import atomic_torch_save, atomic_write_bytes
+from .files import atomic_torch_save, atomic_write_bytes
+from .errors import CheckpointError
 
 CONFIG_NAME = "config.json"
 SAFETENSORS_NAME = "model.safetensors"
@@ -23,10 +24,6 @@ BIN_NAME = "pytorch_model.bin"
 # keys some saved checkpoints carry that hold no weights
 IGNORED_KEYS = ("model.embeddings.position_ids",)
 VQGAN_HUB = ("fun-research/TiTok", "maskgit-vqgan-imagenet-f16-256.bin")
-
-
-class CheckpointError(ValueError):
-    """A folder, file or hub id that does not hold a loadable checkpoint."""
 
 
 # ---------------------------------------------------------------- reading
@@ -246,8 +243,6 @@ def checkpoint_kind(folder: Path) -> str:
 
 
 def describe_checkpoint(path_or_id: str | os.PathLike) -> dict[str, Any]:
-    import math
-
     from .models import MaskGIT, TiTok
 
     folder = resolve_checkpoint(path_or_id)
@@ -262,7 +257,7 @@ def describe_checkpoint(path_or_id: str | os.PathLike) -> dict[str, Any]:
         if cfg.is_vae:
             info["latent per image"] = f"{cfg.num_latent_tokens} x {cfg.token_size} floats"
         else:
-            bits = cfg.num_latent_tokens * math.log2(cfg.codebook_size)
+            bits = cfg.bits_per_image
             info |= {"codebook": f"{cfg.codebook_size} x {cfg.token_size}", "bits per image": f"{bits:g} ({bits / 8:g} bytes)"}
     else:
         info |= {"backbone": cfg.model_type, "tokens": cfg.image_seq_len, "codebook": cfg.codebook_size,

@@ -1,4 +1,9 @@
-"""Inference precision: exact float32, or bfloat16 autocast where the hardware is fast at it."""
+"""Inference precision: exact float32, or bfloat16 autocast where the hardware is fast at it.
+
+The one rule for "auto" (`auto_precision`): bf16 on CUDA GPUs with bf16 and on CPUs whose
+flags list AVX512-BF16 or AMX; float32 elsewhere. Every front-end resolves "auto" through it,
+so the CLI, the app and `onetok.Pipeline` compute the same ids on the same machine.
+"""
 from __future__ import annotations
 
 import contextlib
@@ -31,14 +36,19 @@ def has_fast_bf16(device: torch.device | str = "cpu") -> bool:
     return "amx_bf16" in flags or "avx512_bf16" in flags
 
 
+def auto_precision(device: torch.device | str = "cpu") -> str:
+    """What "auto" means on `device`: 'bf16' where the hardware is fast at it, else 'fp32'."""
+    return "bf16" if has_fast_bf16(device) else "fp32"
+
+
 def resolve_precision(precision: str, device: torch.device | str = "cpu") -> str:
-    """'fp32' or 'bf16': 'auto' picks bf16 only where the hardware is fast at it."""
+    """'fp32' or 'bf16' ('auto' through `auto_precision`)."""
     name = ALIASES.get(precision, precision) if isinstance(precision, str) else precision
     if name not in PRECISIONS:
         known = ", ".join([*PRECISIONS, *ALIASES])
         raise PrecisionError(f"precision must be one of {known}; got {precision!r}")
     if name == "auto":
-        return "bf16" if has_fast_bf16(device) else "fp32"
+        return auto_precision(device)
     return name
 
 

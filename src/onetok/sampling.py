@@ -12,32 +12,23 @@ from __future__ import annotations
 
 from typing import Sequence
 
-import numpy as np
 import torch
 
 from .models.maskgit import MaskGIT
+from .processes import sample_seed  # noqa: F401  (re-exported: callers seed samples through sampling)
 
 SAMPLING_KEYS = ("guidance_scale", "guidance_decay", "guidance_scale_pow", "randomize_temperature",
                  "softmax_temperature_annealing", "num_sample_steps")
 
 
-def sample_seed(seed: int, index: int) -> int:
-    """The seed of sample `index` of a run seeded `seed` (63 bits, well mixed)."""
-    state = np.random.SeedSequence([seed, index]).generate_state(2, dtype=np.uint64)
-    return int(state[0] >> np.uint64(1))
-
-
 def default_sampling(model: MaskGIT) -> dict:
     """The sampling settings stored in a generator's config."""
-    cfg = model.config
-    return {"guidance_scale": cfg.guidance_scale, "guidance_decay": cfg.guidance_decay,
-            "guidance_scale_pow": cfg.guidance_scale_pow, "randomize_temperature": cfg.randomize_temperature,
-            "softmax_temperature_annealing": False, "num_sample_steps": cfg.num_steps}
+    return model.config.sampling
 
 
 @torch.no_grad()
 def generate_seeded(model: MaskGIT, condition: torch.Tensor, seeds: Sequence[int], chunk_size: int | None = None,
-                    batched_guidance: bool = True, **sampling) -> torch.Tensor:
+                    batched_guidance: bool = True, precision: str = "fp32", **sampling) -> torch.Tensor:
     """Class ids (B,) and one seed per sample -> code ids (B, K), `chunk_size` rows at a time.
 
     `sampling` takes `MaskGIT.generate`'s settings (`SAMPLING_KEYS`); missing ones come from
@@ -56,6 +47,7 @@ def generate_seeded(model: MaskGIT, condition: torch.Tensor, seeds: Sequence[int
     for start in range(0, condition.shape[0], chunk_size):
         rows = slice(start, start + chunk_size)
         generators = [torch.Generator(condition.device).manual_seed(int(s)) for s in seeds[rows]]
-        out.append(model.generate(condition[rows], batched_guidance=batched_guidance, generators=generators, **settings))
+        out.append(model.generate(condition[rows], batched_guidance=batched_guidance, generators=generators,
+                                  precision=precision, **settings))
     k = model.config.image_seq_len
     return torch.cat(out) if out else torch.empty(0, k, dtype=torch.long, device=condition.device)

@@ -48,6 +48,12 @@ def tiny_generator():
 
 
 @pytest.fixture(scope="session")
+def tiny_pipeline(tiny_tokenizer, tiny_generator):
+    """The tiny pair as the app holds it: a Pipeline at the default ("auto") precision."""
+    return onetok.Pipeline(tiny_tokenizer, tiny_generator)
+
+
+@pytest.fixture(scope="session")
 def checkpoint_folders(tmp_path_factory) -> dict[str, str]:
     """Tokenizers of 16 and 32 tokens and a generator for the 32-token one, saved with save_pretrained."""
     root = tmp_path_factory.mktemp("app_models")

@@ -18,7 +18,7 @@ import pytest
 from PIL import Image
 
 from onetok.app import logic
-from onetok.data.images import atomic_write_bytes
+from onetok.files import atomic_write_bytes
 
 from ..conftest import REPO
 from .conftest import free_port, need, need_module

@@ -7,6 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
+from onetok import Pipeline
 from onetok.app import logic
 from onetok.data.images import load_image, tensor_to_uint8
 
@@ -91,8 +92,15 @@ def test_psnr():
     "tokens, codebook, expected",
     [(32, 4096, 48), (64, 4096, 96), (128, 4096, 192), (64, 8192, 104), (32, 256, 32), (3, 3, 1), (1, 2, 1)],
 )
-def test_bytes_per_image(tokens, codebook, expected):
-    assert logic.bytes_per_image(tokens, codebook) == expected
+def test_bytes_per_image(tiny_tokenizer, tokens, codebook, expected):
+    pipeline = Pipeline(tiny_tokenizer)
+    config = pipeline.tokenizer.config
+    saved = config.num_latent_tokens, config.codebook_size
+    try:
+        config.num_latent_tokens, config.codebook_size = tokens, codebook
+        assert logic.bytes_per_image(pipeline) == expected
+    finally:
+        config.num_latent_tokens, config.codebook_size = saved
 
 
 def test_token_grid_layout_and_positions():
@@ -139,54 +147,63 @@ def test_randomise_tokens_changes_exactly_count_positions():
 # ---------------------------------------------------------------- with a tokenizer
 
 
-def test_reconstruct_a_real_photo(tiny_tokenizer, sample_photos):
-    size = tiny_tokenizer.config.crop_size
+def test_reconstruct_a_real_photo(tiny_pipeline, sample_photos):
+    size = tiny_pipeline.image_size
     image = logic.preprocess_upload(jpeg_bytes(sample_photos[0]), size)
-    result = logic.reconstruct(tiny_tokenizer, image, tiny_tokenizer.config.codebook_size)
-    k = tiny_tokenizer.config.num_latent_tokens
-    assert len(result.ids) == k and all(0 <= i < tiny_tokenizer.config.codebook_size for i in result.ids)
-    assert result.ids == tiny_tokenizer.tokenize(image[None])[0].tolist()
+    result = logic.reconstruct(tiny_pipeline, image)
+    k = tiny_pipeline.num_tokens
+    assert len(result.ids) == k and all(0 <= i < tiny_pipeline.codebook_size for i in result.ids)
+    assert result.ids == tiny_pipeline.tokenize(image)[0].tolist()  # the precision rule of the CLI
     np.testing.assert_array_equal(result.input, tensor_to_uint8(image))
     assert result.output.shape == (size, size, 3) and result.output.dtype == np.uint8
-    np.testing.assert_array_equal(result.output, logic.decode_ids(tiny_tokenizer, result.ids))
+    np.testing.assert_array_equal(result.output, logic.decode_ids(tiny_pipeline, result.ids))
     assert result.psnr == pytest.approx(logic.psnr(result.input, result.output))
-    assert result.num_bytes == logic.bytes_per_image(k, tiny_tokenizer.config.codebook_size)
+    assert result.num_bytes == logic.bytes_per_image(tiny_pipeline)
 
 
-def test_editing_tokens_changes_the_decoded_image(tiny_tokenizer, golden_images):
-    size = tiny_tokenizer.config.crop_size
-    result = logic.reconstruct(tiny_tokenizer, load_image(golden_images[0], size), tiny_tokenizer.config.codebook_size)
-    edited, _ = logic.randomise_tokens(result.ids, 8, tiny_tokenizer.config.codebook_size, seed=0)
-    assert not np.array_equal(logic.decode_ids(tiny_tokenizer, edited), result.output)
-    same = logic.replace_token(result.ids, 0, result.ids[0], tiny_tokenizer.config.codebook_size)
-    np.testing.assert_array_equal(logic.decode_ids(tiny_tokenizer, same), result.output)
+def test_editing_tokens_changes_the_decoded_image(tiny_pipeline, golden_images):
+    result = logic.reconstruct(tiny_pipeline, load_image(golden_images[0], tiny_pipeline.image_size))
+    edited, _ = logic.randomise_tokens(result.ids, 8, tiny_pipeline.codebook_size, seed=0)
+    assert not np.array_equal(logic.decode_ids(tiny_pipeline, edited), result.output)
+    same = logic.replace_token(result.ids, 0, result.ids[0], tiny_pipeline.codebook_size)
+    np.testing.assert_array_equal(logic.decode_ids(tiny_pipeline, same), result.output)
 
 
 # ---------------------------------------------------------------- generation
 
 
-def test_generate_grid_timing_and_progress(tiny_generator, tiny_tokenizer):
+def test_generate_grid_timing_and_progress(tiny_pipeline):
     calls = []
     settings = logic.GenerationSettings(class_id=1, guidance_scale=2.0, temperature=1.0, num_steps=4, seed=7, num_images=3)
-    result = logic.generate(tiny_generator, tiny_tokenizer, settings, num_classes=10, progress=lambda f, m: calls.append(f))
-    size = tiny_tokenizer.config.crop_size
+    result = logic.generate(tiny_pipeline, settings, progress=lambda f, m: calls.append(f))
+    size = tiny_pipeline.image_size
     assert len(result.images) == 3 and all(image.shape == (size, size, 3) for image in result.images)
     assert result.grid.shape == (size + 4, 3 * size + 8, 3)  # 2-pixel padding around and between
     assert result.seconds > 0
     assert calls == sorted(calls) and calls[-1] == 1.0 and len(calls) == 4
 
 
-def test_same_seed_same_images_and_each_image_has_its_own_seed(tiny_generator, tiny_tokenizer):
+def test_same_seed_same_images_as_the_pipeline(tiny_pipeline):
     settings = logic.GenerationSettings(class_id=3, num_steps=4, seed=11, num_images=3)
-    first = logic.generate(tiny_generator, tiny_tokenizer, settings, num_classes=10)
+    first = logic.generate(tiny_pipeline, settings)
     state = torch.random.get_rng_state()
-    again = logic.generate(tiny_generator, tiny_tokenizer, settings, num_classes=10)
+    again = logic.generate(tiny_pipeline, settings)
     assert torch.random.get_rng_state().equal(state)  # the caller's random stream is left alone
     np.testing.assert_array_equal(first.grid, again.grid)
-    third_alone = logic.generate(tiny_generator, tiny_tokenizer, logic.GenerationSettings(3, num_steps=4, seed=13, num_images=1), 10)
-    np.testing.assert_array_equal(third_alone.images[0], first.images[2])
-    other = logic.generate(tiny_generator, tiny_tokenizer, logic.GenerationSettings(3, num_steps=4, seed=12, num_images=1), 10)
+    # image i is the Pipeline's (and so `onetok generate`'s) sample i of the seed
+    expected = tensor_to_uint8(tiny_pipeline.generate([3, 3, 3], seed=11, num_sample_steps=4))
+    np.testing.assert_array_equal(np.stack(first.images), expected)
+    other = logic.generate(tiny_pipeline, logic.GenerationSettings(3, num_steps=4, seed=12, num_images=1))
     assert not np.array_equal(other.images[0], first.images[0])
+
+
+def test_unset_settings_are_the_generators_config(tiny_pipeline):
+    config = tiny_pipeline.generator.config
+    assert config.guidance_scale != 3.0  # the old hard-coded page default differs from the config
+    default = logic.generate(tiny_pipeline, logic.GenerationSettings(2, seed=1, num_images=1))
+    explicit = logic.generate(tiny_pipeline, logic.GenerationSettings(
+        2, config.guidance_scale, config.randomize_temperature, config.num_steps, seed=1, num_images=1))
+    np.testing.assert_array_equal(default.grid, explicit.grid)
 
 
 @pytest.mark.parametrize(
@@ -194,7 +211,7 @@ def test_same_seed_same_images_and_each_image_has_its_own_seed(tiny_generator, t
     [({"class_id": 10}, "class 10 is out of range"), ({"num_images": 0}, "1 to 16 images"),
      ({"num_steps": 0}, "at least 1"), ({"temperature": -1.0}, "must not be negative")],
 )
-def test_generation_settings_are_checked(tiny_generator, tiny_tokenizer, changes, message):
+def test_generation_settings_are_checked(tiny_pipeline, changes, message):
     settings = logic.GenerationSettings(**{"class_id": 0, **changes})
     with pytest.raises(logic.GenerationError, match=message):
-        logic.generate(tiny_generator, tiny_tokenizer, settings, num_classes=10)
+        logic.generate(tiny_pipeline, settings)

@@ -5,7 +5,7 @@ import pytest
 
 import onetok
 from onetok.app.logic import preprocess_upload
-from onetok.app.models import ModelLoadError, class_names, example_photos, load_models, wrap_generator, wrap_tokenizer
+from onetok.app.models import ModelLoadError, example_photos, load_models, wrap_generator, wrap_tokenizer
 
 from .conftest import tiny_tree
 
@@ -20,7 +20,8 @@ def test_load_models_from_folders(checkpoint_folders):
     generator = models.generator
     assert generator.tokenizer is models.tokenizers[1]  # the one whose ids it predicts
     assert generator.class_names[:2] == ["thing 0", "thing 1"] and len(generator.class_names) == 10
-    assert not generator.model.training and not models.tokenizers[0].model.training
+    assert not generator.pipeline.generator.training and not models.tokenizers[0].pipeline.tokenizer.training
+    assert generator.pipeline.tokenizer is models.tokenizers[1].pipeline.tokenizer
     with pytest.raises(ModelLoadError, match="no tokenizer named"):
         models.tokenizer("64 tokens")
 
@@ -50,12 +51,9 @@ def test_tokenizers_without_ids_or_pixels_are_refused(changes, message):
 
 
 def test_class_names_fall_back_to_numbers():
-    assert class_names({}, 3) == ["class 0", "class 1", "class 2"]
-    assert class_names({"dataset": {"class_names": ["cat", "dog"]}}, 2) == ["cat", "dog"]
-    assert class_names({"dataset": {"class_names": ["cat"]}}, 2) == ["class 0", "class 1"]  # wrong length
     generator = onetok.MaskGIT.from_config(tiny_tree(32))
     loaded = wrap_generator(generator, "g", [wrap_tokenizer(onetok.TiTok.from_config(tiny_tree(32)), "t")])
-    assert loaded.class_names[-1] == "class 9" and loaded.guidance_decay == "linear"
+    assert loaded.class_names[-1] == "class 9" and loaded.sampling["guidance_decay"] == "linear"
 
 
 def test_defaults_are_the_shipped_models(checkpoint_folders, monkeypatch, tmp_path):
@@ -76,3 +74,25 @@ def test_example_photos_are_shipped_and_readable():
     assert [path.name for path in photos] == ["astronaut.jpg", "chelsea.jpg", "coffee.jpg", "rocket.jpg"]
     for path in photos:
         assert preprocess_upload(path, 256).shape == (3, 256, 256)
+
+
+def test_shipped_models_compute_what_the_cli_computes(tmp_path):
+    """The app's token grid and samples on the shipped models are the CLI's (same precision, same seeds)."""
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    from onetok.app import logic
+    from onetok.cli.main import main
+
+    models = load_models([], None)
+    photo = example_photos()[1]
+    result = logic.reconstruct(models.tokenizers[0].pipeline, preprocess_upload(photo, models.tokenizers[0].crop_size))
+    assert main(["tokenize", str(photo), "-o", str(tmp_path / "t.json")]) == 0
+    assert json.loads((tmp_path / "t.json").read_text())["tokens"][str(photo)] == result.ids
+
+    generated = logic.generate(models.generator.pipeline, logic.GenerationSettings(class_id=3, seed=7, num_images=1))
+    assert main(["generate", "--class", "3", "-n", "1", "--seed", "7", "-o", str(tmp_path / "g.png")]) == 0
+    cli_image = np.asarray(Image.open(tmp_path / "g.png").convert("RGB"))[2:-2, 2:-2]
+    np.testing.assert_array_equal(cli_image, generated.images[0])

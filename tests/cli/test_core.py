@@ -1,5 +1,6 @@
 """The CLI end to end on the golden ImageNet photos, and each bad input."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -98,3 +99,100 @@ def test_user_errors_exit_2_with_one_line(models, golden_images, tmp_path, capsy
     assert run(*args) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and needle in err[0] and err[0].startswith("onetok: error:")
+
+
+# ---------------------------------------------------------------- the shipped models, through the entry point
+
+EXAMPLES = sorted((Path(__file__).parents[2] / "src/onetok/assets/examples").glob("*.jpg"))
+
+
+def test_shipped_models_end_to_end(tmp_path, capsys):
+    """tokenize / detokenize / reconstruct / generate / info on the shipped models and example photos."""
+    from onetok import Pipeline
+
+    pipe = Pipeline.from_pretrained()
+    assert run("tokenize", *EXAMPLES, "-o", tmp_path / "t.json") == 0
+    record = json.loads((tmp_path / "t.json").read_text())
+    assert list(record["tokens"]) == [str(p) for p in EXAMPLES]
+    assert list(record["tokens"].values()) == pipe.tokenize(EXAMPLES).tolist()  # same precision rule
+    assert f"wrote {len(EXAMPLES)} x 64 tokens" in capsys.readouterr().out
+
+    assert run("detokenize", tmp_path / "t.json", "-o", tmp_path / "out") == 0
+    written = sorted((tmp_path / "out").iterdir())
+    assert [p.name for p in written] == sorted(p.stem + ".png" for p in EXAMPLES)
+    decoded = np.asarray(Image.open(tmp_path / "out" / f"{EXAMPLES[0].stem}.png"))
+    expected = (pipe.reconstruct(EXAMPLES[0])[0].permute(1, 2, 0) * 255).round().numpy()
+    assert np.abs(decoded - expected).max() <= 1
+
+    assert run("reconstruct", *EXAMPLES[:2], "-o", tmp_path / "r.png") == 0
+    out = capsys.readouterr().out
+    assert out.count("PSNR") == 2 and "64 tokens per image (96 bytes)" in out
+    assert Image.open(tmp_path / "r.png").size == (2 * 128 + 3 * 2, 2 * 128 + 3 * 2)
+
+    name = pipe.class_names[3]
+    assert run("generate", "--class", name, "-n", 2, "--seed", 7, "-o", tmp_path / "g.png") == 0
+    assert name in capsys.readouterr().out
+    grid = np.asarray(Image.open(tmp_path / "g.png"))[2:130, 2:130]
+    expected = (pipe.generate([3], seed=7)[0].permute(1, 2, 0) * 255).round().numpy()
+    assert np.abs(grid - expected).max() <= 1
+    assert run("generate", "--class", 3, "-n", 2, "--seed", 7, "-o", tmp_path / "g3.png") == 0
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "g3.png")), np.asarray(Image.open(tmp_path / "g.png")))
+
+    assert run("info", "src/onetok/assets/default_generator") == 0
+    assert "classes: 22" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["generate", "--class", "99", "-n", "1"], "class id 99 is outside the generator's classes 0..21"),
+    (["generate", "--class", "zebra", "-n", "1"], "'zebra' is neither a class id nor one of the generator's class names"),
+    (["generate", "-n", "0"], "-n/--num must be at least 1, got 0"),
+    (["generate", "--batch-size", "0"], "--batch-size must be at least 1, got 0"),
+    (["tokenize", str(EXAMPLES[0]), "--batch-size", "0"], "--batch-size must be at least 1, got 0"),
+    (["reconstruct", str(EXAMPLES[0]), "--batch-size", "0"], "--batch-size must be at least 1, got 0"),
+])
+def test_shipped_model_argument_errors_are_one_line(tmp_path, capsys, args, needle):
+    assert run(*args, "-o", tmp_path / "x.png" if args[0] != "tokenize" else tmp_path / "t.json") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and needle in err[0], err
+    assert not any(tmp_path.iterdir())
+
+
+def test_tokenize_nothing_readable_leaves_existing_output_alone(tmp_path, capsys):
+    existing = tmp_path / "existing.json"
+    existing.write_bytes(b'{"keep": "me"}\n')
+    assert run("tokenize", tmp_path / "missing.jpg", "-o", existing) == 2
+    assert existing.read_bytes() == b'{"keep": "me"}\n'
+    err = capsys.readouterr().err
+    assert "missing.jpg: no such file" in err and "nothing was written" in err
+
+
+def test_tokenize_counts_a_repeated_path_once(tmp_path, capsys):
+    assert run("tokenize", EXAMPLES[0], EXAMPLES[0], "-o", tmp_path / "t.json") == 0
+    assert len(json.loads((tmp_path / "t.json").read_text())["tokens"]) == 1
+    captured = capsys.readouterr()
+    assert "wrote 1 x 64 tokens" in captured.out and "1 repeated path(s) were read once" in captured.err
+    assert run("tokenize", EXAMPLES[0], EXAMPLES[0], "-o", tmp_path / "t.npy") == 0
+    assert np.load(tmp_path / "t.npy").shape == (1, 64)
+
+
+def test_detokenize_keeps_inputs_with_the_same_stem_apart(tmp_path, capsys):
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        Image.open(EXAMPLES[0 if folder == "a" else 1]).save(tmp_path / folder / "photo.png")
+    assert run("tokenize", tmp_path / "a/photo.png", tmp_path / "b/photo.png", "-o", tmp_path / "t.json") == 0
+    assert run("detokenize", tmp_path / "t.json", "-o", tmp_path / "out") == 0
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["photo.png", "photo_2.png"]
+    assert "wrote 2 images" in capsys.readouterr().out
+    first, second = (np.asarray(Image.open(tmp_path / "out" / n)) for n in ("photo.png", "photo_2.png"))
+    assert not np.array_equal(first, second)
+
+
+def test_detokenize_onto_an_existing_file_is_refused_before_decoding(tmp_path, capsys):
+    assert run("tokenize", EXAMPLES[0], "-o", tmp_path / "t.json") == 0
+    target = tmp_path / "taken.png"
+    target.write_bytes(b"precious")
+    capsys.readouterr()
+    assert run("detokenize", tmp_path / "t.json", "-o", target) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "taken.png is a file" in err[0]
+    assert target.read_bytes() == b"precious"

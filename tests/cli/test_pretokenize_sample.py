@@ -154,3 +154,79 @@ def test_two_processes_write_the_tokens_and_samples_of_one(run, tmp_path):
     one = np.load(tmp_path / "one" / "samples_6x64x64x3.npz")["arr_0"]
     two = np.load(tmp_path / "two" / "samples_6x64x64x3.npz")["arr_0"]
     assert np.array_equal(one, two)
+
+
+def test_sample_on_the_shipped_models_is_the_pipelines_image(tmp_path):
+    """`onetok sample --classes 3 --per-class 1 --seed 7` writes Pipeline.generate([3], seed=7)[0]."""
+    from onetok import Pipeline
+
+    assert main(["sample", "--classes", "3", "--per-class", "1", "--seed", "7", "-o", str(tmp_path)]) == 0
+    npz = np.load(tmp_path / "samples_1x128x128x3.npz")
+    assert npz["arr_1"].tolist() == [3]
+    expected = Pipeline.from_pretrained().generate([3], seed=7)[0].permute(1, 2, 0).numpy()
+    assert np.abs(npz["arr_0"][0] / 255.0 - expected).max() <= 1 / 255 + 1e-6
+    # by name, in a batch that continues after it: the same first image
+    name = Pipeline.from_pretrained().class_names[3]
+    assert main(["sample", "--classes", f"{name},5", "--per-class", "1", "--seed", "7", "--no-images",
+                 "-o", str(tmp_path / "named")]) == 0
+    assert np.array_equal(np.load(tmp_path / "named" / "samples_2x128x128x3.npz")["arr_0"][0], npz["arr_0"][0])
+
+
+def test_sample_rejects_out_of_range_classes(tmp_path, capsys):
+    assert main(["sample", "--classes", "3,22", "-o", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "class id 22 is outside the generator's classes 0..21" in err[0]
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_corrupt_tars_are_named_not_marked_done_and_a_rerun_after_repair_completes(run, tmp_path, capsys, workers):
+    from onetok.data.shards import make_shards
+
+    shards = tmp_path / "shards"
+    make_shards(run / "photos", shards, shard_size=2)
+    tars = sorted(shards.glob("*.tar"))
+    good = {path: path.read_bytes() for path in tars}
+    tars[0].write_bytes(good[tars[0]][: len(good[tars[0]]) // 2])  # truncated inside its second image
+    tars[2].write_bytes(np.random.default_rng(0).integers(0, 256, len(good[tars[2]]), dtype=np.uint8).tobytes())
+    command = ["pretokenize", "--tokenizer", str(run / "tokenizer"), str(shards), "-o", str(tmp_path / "tokens"),
+               "--workers", str(workers)]
+    assert main(command) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert f"2 of {len(tars)} shards were not written" in err
+    assert f"{tars[0]}: unexpected end of data" in err and f"{tars[2]}: invalid header" in err
+    assert sorted(p.name for p in (tmp_path / "tokens").glob("tokens-*.npy")) == ["tokens-00001.npy"]
+    assert not (tmp_path / "tokens" / "manifest.json").exists()
+
+    for path, data in good.items():
+        path.write_bytes(data)
+    assert main(command) == 0
+    assert read_token_manifest(tmp_path / "tokens")["count"] == len(list((run / "photos").rglob("*.png")))
+
+
+def test_zero_batch_size_is_one_line_before_loading_the_tokenizer(tmp_path, capsys):
+    assert main(["pretokenize", "--tokenizer", str(tmp_path / "nowhere"), str(tmp_path), "-o", str(tmp_path / "t"),
+                 "--batch-size", "0"]) == 2
+    assert capsys.readouterr().err == "onetok: error: --batch-size must be at least 1, got 0\n"
+
+
+def test_a_retrained_tokenizer_with_the_same_config_is_refused(run, tmp_path, capsys):
+    import yaml
+
+    retrained = TiTok.from_pretrained(run / "tokenizer")
+    with torch.no_grad():
+        retrained.quantize.embedding.weight.add_(0.01)
+    retrained.save_pretrained(tmp_path / "retrained")
+    assert TiTok.from_pretrained(tmp_path / "retrained").config.to_dict() == \
+        TiTok.from_pretrained(run / "tokenizer").config.to_dict()
+
+    config = tmp_path / "generator.yaml"
+    config.write_text(yaml.safe_dump({
+        "experiment": {"task": "maskgit", "output_dir": str(tmp_path / "run"), "max_train_steps": 2, "log_with": "none"},
+        "model": {"generator": dict(GENERATOR)},
+        "dataset": {"tokens": str(run / "tokens"), "tokenizer": str(tmp_path / "retrained")},
+    }))
+    assert main(["train", "generator", str(config)]) == 2
+    assert "pretokenize the data again with the generator's tokenizer" in capsys.readouterr().err
+    assert main(["sample", "--tokenizer", str(tmp_path / "retrained"), "--generator", str(run / "run" / "final"),
+                 "--per-class", "1", "-o", str(tmp_path / "s")]) == 2
+    assert "trained on tokens of tokenizer" in capsys.readouterr().err

@@ -1,5 +1,4 @@
 import logging
-import os
 
 import numpy as np
 import pytest
@@ -10,7 +9,7 @@ from torch.utils.data import DataLoader
 from onetok.data import sources
 from onetok.data.images import load_image
 from onetok.data.sources import (
-    ArrayDataset, DatasetError, ImageFileDataset, ResumableSampler, build_dataset, predecode, read_file_list, scan_folder,
+    ArrayDataset, DatasetError, ImageFileDataset, build_dataset, predecode, read_file_list, scan_folder,
 )
 from onetok.data.transforms import EvalTransform, TrainTransform
 
@@ -110,42 +109,14 @@ def test_predecode_array_matches_folder(photo_folder, tmp_path):
     assert batch["image"].shape == (6, 3, 48, 48)
 
 
-def test_resumable_sampler_resumes_and_splits():
-    full = _take(ResumableSampler(5, seed=3), 12)
-    assert sorted(k[0] for k in full[:5]) == list(range(5))  # each epoch is a permutation
-    assert [k[1] for k in full] == list(range(12))
-    assert _take(ResumableSampler(5, seed=3, start=7), 5) == full[7:12]
-    ranks = [_take(ResumableSampler(5, seed=3, rank=r, world_size=2), 6) for r in range(2)]
-    merged = sorted(ranks[0] + ranks[1], key=lambda k: k[1])
-    assert merged == full[:12]
-    resumed = _take(ResumableSampler(5, seed=3, start=6, rank=1, world_size=2), 3)
-    assert resumed == ranks[1][3:6]
-
-
-def test_sampler_keys_replay_augmentation(photo_folder):
+def test_position_keys_replay_augmentation(photo_folder):
     dataset = build_dataset(photo_folder, transform=TrainTransform(32, scale=(0.3, 1)), seed=5)
-    keys = _take(ResumableSampler(len(dataset), seed=5), 8)
+    keys = [(index, position) for position, index in enumerate([3, 1, 4, 0, 2, 5, 1, 3])]
     first = [dataset[k]["image"] for k in keys]
     again = [dataset[k]["image"] for k in keys]
     assert all(torch.equal(a, b) for a, b in zip(first, again))
-    # the same photo seen in epoch 2 gets another crop
-    index = keys[0][0]
-    later = next(k for k in _take(ResumableSampler(len(dataset), seed=5), 12)[6:] if k[0] == index)
-    assert not torch.equal(dataset[later]["image"], first[0])
-
-
-def _take(sampler, n):
-    it = iter(sampler)
-    return [next(it) for _ in range(n)]
-
-
-def test_atomic_writes_get_normal_permissions(tmp_path):
-    from onetok.data.images import atomic_write_bytes
-
-    atomic_write_bytes(tmp_path / "x.bin", b"data")
-    mask = os.umask(0)
-    os.umask(mask)
-    assert (tmp_path / "x.bin").stat().st_mode & 0o777 == 0o666 & ~mask
+    # the same photo at a later stream position (a later epoch) gets another crop
+    assert not torch.equal(dataset[(3, 14)]["image"], first[0])
 
 
 def test_split_folder_is_not_mistaken_for_classes(photo_folder, tmp_path):

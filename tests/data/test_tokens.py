@@ -9,10 +9,11 @@ from onetok.data.tokens import (
 )
 
 CONFIG = {"model": {"vq_model": {"codebook_size": 4096, "num_latent_tokens": 32, "token_size": 12}}}
+WEIGHTS = {"quantize.embedding.weight": torch.arange(4096 * 12.0).view(4096, 12), "decoder.bias": torch.ones(3)}
 
 
 def _write(root, codebook_size=4096, num_tokens=32, counts=(5, 3)):
-    fingerprint = tokenizer_fingerprint(CONFIG)
+    fingerprint = tokenizer_fingerprint(CONFIG, WEIGHTS)
     gen = torch.Generator().manual_seed(0)
     ids = torch.randint(codebook_size, (sum(counts), num_tokens), generator=gen)
     labels = torch.arange(sum(counts)) % 3
@@ -26,10 +27,12 @@ def _write(root, codebook_size=4096, num_tokens=32, counts=(5, 3)):
 
 def test_fingerprint_is_canonical():
     shuffled = {"model": {"vq_model": {"token_size": 12, "num_latent_tokens": 32, "codebook_size": 4096}}}
-    assert tokenizer_fingerprint(CONFIG) == tokenizer_fingerprint(shuffled)
+    assert tokenizer_fingerprint(CONFIG, WEIGHTS) == tokenizer_fingerprint(shuffled, WEIGHTS)
     changed = {"model": {"vq_model": {**CONFIG["model"]["vq_model"], "codebook_size": 8192}}}
-    assert tokenizer_fingerprint(CONFIG) != tokenizer_fingerprint(changed)
-    assert len(tokenizer_fingerprint(CONFIG)) == 64
+    assert tokenizer_fingerprint(CONFIG, WEIGHTS) != tokenizer_fingerprint(changed, WEIGHTS)
+    assert len(tokenizer_fingerprint(CONFIG, WEIGHTS)) == 64
+    retrained = {**WEIGHTS, "quantize.embedding.weight": WEIGHTS["quantize.embedding.weight"] + 1}
+    assert tokenizer_fingerprint(CONFIG, WEIGHTS) != tokenizer_fingerprint(CONFIG, retrained)
 
 
 def test_round_trip(tmp_path):
@@ -55,7 +58,7 @@ def test_large_codebook_uses_int32(tmp_path):
 
 def test_foreign_tokenizer_is_refused(tmp_path):
     _write(tmp_path)
-    other = tokenizer_fingerprint({**CONFIG, "seed": 1})
+    other = tokenizer_fingerprint({**CONFIG, "seed": 1}, WEIGHTS)
     with pytest.raises(TokenizerMismatchError, match="pretokenize the data again"):
         TokenDataset(tmp_path, expected_hash=other)
 

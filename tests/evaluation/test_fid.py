@@ -72,6 +72,10 @@ def test_npz_round_trip_and_adm_layouts(tmp_path):
     back = fid.load_stats(tmp_path / "s.npz")
     np.testing.assert_array_equal(back.mu, stats.mu)
     np.testing.assert_array_equal(back.sigma, stats.sigma)
+    assert fid.load_spatial_stats(tmp_path / "s.npz") is None
+    spatial = random_stats(rng, 3)
+    stats.save(tmp_path / "with_spatial.npz", spatial=spatial)  # ADM's mu_s/sigma_s beside mu/sigma
+    np.testing.assert_array_equal(fid.load_spatial_stats(tmp_path / "with_spatial.npz").sigma, spatial.sigma)
 
     # ADM reference batch: images plus precomputed mu/sigma -> the precomputed ones are used.
     images = rng.integers(0, 256, size=(5, 8, 8, 3), dtype=np.uint8)
@@ -94,6 +98,15 @@ def test_bad_npz_files_are_clear_errors(tmp_path):
         fid.load_stats(tmp_path / "junk.npz")
     with pytest.raises(fid.StatisticsError, match="no such"):
         fid.load_stats(tmp_path / "absent.npz")
+    np.savez(tmp_path / "images.npz", arr_0=np.zeros((50, 8, 8, 3), np.uint8))
+    whole = (tmp_path / "images.npz").read_bytes()
+    (tmp_path / "cut.npz").write_bytes(whole[: len(whole) // 2])  # end of the zip directory is gone
+    with pytest.raises(fid.StatisticsError, match="cut.npz: not a readable .npz"):
+        fid.npz_images(tmp_path / "cut.npz")
+    np.save(tmp_path / "single.npy", np.zeros(3))
+    (tmp_path / "single.npy").rename(tmp_path / "single.npz")
+    with pytest.raises(fid.StatisticsError, match="single array"):
+        fid.load_stats(tmp_path / "single.npz")
     np.savez(tmp_path / "floats.npz", arr_0=np.zeros((2, 4, 4, 3), np.float32))
     with pytest.raises(fid.StatisticsError, match="uint8"):
         fid.npz_images(tmp_path / "floats.npz")
@@ -105,7 +118,25 @@ def test_kid_hand_checked():
     # cross: (k(0,1) + k(0,2) + k(1,1) + k(1,2)) / 4 = (1 + 1 + 8 + 27) / 4 = 9.25 -> 28 - 18.5 = 9.5
     x, y = np.array([[0.0], [1.0]]), np.array([[1.0], [2.0]])
     mean, std = fid.kernel_inception_distance(x, y, num_subsets=3, subset_size=2)
-    assert mean == pytest.approx(9.5) and std == pytest.approx(0.0)
+    assert mean == pytest.approx(9.5) and std is None  # every subset is the whole set: no spread to report
+
+
+@pytest.mark.parametrize("n,requested,used", [(300, 1000, 150), (300, 300, 150), (300, 299, 299), (5000, 1000, 1000),
+                                              (5, 1000, 2), (3, 1000, 3)])
+def test_kid_subset_size_leaves_subsets_that_differ(n, requested, used):
+    assert fid.kid_subset_size(n, n + 7, requested) == used
+
+
+def test_kid_on_300_never_reports_a_zero_spread():
+    # 300 features per set with the default subset size of 1000: the subsets shrink to 150.
+    rng = np.random.default_rng(4)
+    a, b = rng.normal(size=(300, 16)), rng.normal(size=(300, 16)) + 0.2
+    mean, std = fid.kernel_inception_distance(a, b)
+    assert mean > 0 and std is not None and std > 1e-4
+    # the mean is still an unbiased MMD^2: near the value of whole-set subsets
+    whole, _ = fid.kernel_inception_distance(a, b, num_subsets=1, subset_size=299)
+    assert mean == pytest.approx(whole, rel=0.2)
+    assert fid.kernel_inception_distance(a, b, num_subsets=1, subset_size=100)[1] is None  # one subset, no spread
 
 
 def test_kid_small_for_same_distribution_and_large_for_shifted():
@@ -120,16 +151,42 @@ def test_inception_score_hand_checked():
     p, q = [0.8, 0.2], [0.2, 0.8]
     # p(y) = (0.5, 0.5); KL = 0.8 ln 1.6 + 0.2 ln 0.4 for both samples
     kl = 0.8 * math.log(1.6) + 0.2 * math.log(0.4)
-    mean, std = fid.inception_score(np.log([p, q]), splits=1)
-    assert mean == pytest.approx(math.exp(kl)) and std == 0
-    # Two splits: (p, q) scores exp(kl), (p, p) scores 1.
-    mean, std = fid.inception_score(np.log([p, q, p, p]), splits=2)
+    mean, std = fid.inception_score(np.log([p, q]))
+    assert mean == pytest.approx(math.exp(kl)) and std is None  # one split: no spread
+    # Splits of 2: (p, q) scores exp(kl), (p, p) scores 1.
+    mean, std = fid.inception_score(np.log([p, q, p, p]), split_size=2)
     assert mean == pytest.approx((math.exp(kl) + 1) / 2) and std == pytest.approx((math.exp(kl) - 1) / 2)
     # One-hot-like predictions over 4 equally used classes -> IS close to 4.
-    mean, _ = fid.inception_score(torch.eye(4) * 50, splits=1)
+    mean, _ = fid.inception_score(torch.eye(4) * 50)
     assert mean == pytest.approx(4.0, rel=1e-6)
-    with pytest.raises(fid.StatisticsError, match="splits"):
-        fid.inception_score(np.zeros((3, 5)), splits=10)
+    with pytest.raises(fid.StatisticsError, match="split size"):
+        fid.inception_score(np.zeros((3, 5)), split_size=0)
+
+
+def adm_inception_score(probs, split_size=5000):
+    """guided-diffusion's evaluator, written out: consecutive chunks, the last one partial."""
+    scores = []
+    for i in range(0, len(probs), split_size):
+        part = probs[i : i + split_size]
+        kl = part * (np.log(part) - np.log(part.mean(0, keepdims=True)))
+        scores.append(np.exp(kl.sum(1).mean()))
+    return float(np.mean(scores)), len(scores)
+
+
+def test_inception_score_uses_adm_splits_of_5000():
+    # 12,000 samples -> splits of 5000, 5000 and 2000 (not 10 equal splits). A stand-in logits head:
+    # a fixed random projection of random "features" to 1008 classes.
+    rng = np.random.default_rng(7)
+    logits = rng.normal(size=(12_000, 64)) @ rng.normal(size=(64, 1008)) * 0.3
+    logits[:5000] *= 3  # the first split is more confident: splits score differently
+    probs = np.exp(logits - logits.max(1, keepdims=True))
+    probs /= probs.sum(1, keepdims=True)
+    expected, num_splits = adm_inception_score(probs)
+    assert num_splits == 3
+    mean, std = fid.inception_score(logits)
+    assert mean == pytest.approx(expected, rel=1e-9) and std > 0
+    ten_equal = np.mean([adm_inception_score(part, len(part))[0] for part in np.array_split(probs, 10)])
+    assert abs(mean - ten_equal) > 1e-3  # the convention matters
 
 
 @pytest.mark.parametrize("n_real,n_fake", [(5, 9), (12, 12), (200, 7), (8, 300)])

@@ -157,8 +157,30 @@ def test_torchscript_conversion_reproduces_features(sample_photos, torchscript_i
 
 def test_converted_model_refuses_inception_score(converted):
     assert not converted.has_classifier
-    with pytest.raises(inc.InceptionWeightsError, match="no classifier"):
+    with pytest.raises(inc.InceptionWeightsError, match="no 1008-way classifier") as err:
         converted.logits(torch.zeros(1, 2048))
+    # says where the full network comes from
+    assert inc.FID_WEIGHTS_URL in str(err.value) and "--inception-weights" in str(err.value)
+
+
+def test_spatial_features_are_mixed_6d_1x1_branch(converted, sample_photos):
+    # sFID's mixed_6/conv: the ReLU output of Mixed_6d's 1x1 branch inside the ordinary forward pass,
+    # first 7 channels, flattened channel-last as ADM's TF (NHWC) evaluator does.
+    captured = {}
+    hook = converted.Mixed_6d.branch1x1.register_forward_hook(lambda m, i, out: captured.__setitem__("out", out))  # last call: inside Mixed_6d
+    images = photo_batch(sample_photos[:2], 128)
+    try:
+        with torch.no_grad():
+            pool = converted(images)
+            captured.clear()
+            pool2, spatial = converted.features_with_spatial(images)
+    finally:
+        hook.remove()
+    assert spatial.shape == (2, inc.SPATIAL_DIM) and inc.SPATIAL_DIM == 2023
+    assert captured["out"].shape == (2, 192, 17, 17)
+    torch.testing.assert_close(spatial, captured["out"][:, :7].permute(0, 2, 3, 1).flatten(1))
+    torch.testing.assert_close(pool2, pool)
+    assert (spatial >= 0).all() and spatial.abs().max() > 0
 
 
 def test_offline_default_converts_and_caches(tmp_path, monkeypatch, torchscript_inception, sample_photos):

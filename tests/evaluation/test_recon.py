@@ -143,3 +143,26 @@ def test_two_processes_match_one(setup, first_run):
     assert two["metrics"] == one["metrics"]
     assert (out / "per_image.csv").read_text() == (setup / "run1" / "per_image.csv").read_text()
     assert (out / "reference_stats.npz").read_bytes() == (setup / "run1" / "reference_stats.npz").read_bytes()
+
+
+def test_inception_score_with_a_classifier_head(setup, inception, tmp_path):
+    # The full network's 1008-way head is not offline: a random stand-in head on the same trunk.
+    with_head = inc.FIDInceptionV3(with_classifier=True)
+    with_head.load_state_dict(inception.state_dict(), strict=False)
+    torch.manual_seed(0)
+    torch.nn.init.normal_(with_head.fc.weight, std=0.05)
+    with_head.eval()
+    images = np.stack([np.asarray(Image.open(setup / "photos" / f"photo_{i}.png").convert("RGB").resize((64, 64)))
+                       for i in range(4)])
+    np.savez(tmp_path / "samples.npz", arr_0=images)
+    result = evaluate_samples(tmp_path / "samples.npz", tmp_path / "samples.npz", inception=with_head, progress=False,
+                              kid_subsets=2)
+    with torch.no_grad():
+        feats = with_head(torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255)
+        logits = with_head.logits(feats).double()
+    log_p = logits.log_softmax(1)
+    expected = (log_p.exp() * (log_p - (log_p.exp().mean(0)).log())).sum(1).mean().exp().item()
+    assert result["metrics"]["inception_score"] == pytest.approx(expected, rel=1e-4)
+    assert result["metrics"]["inception_score_std"] is None  # 4 samples: one split of the 5000
+    assert "ADM convention: consecutive splits of 5,000 samples (1 split here)" in result["conventions"]["inception_score"]
+    assert not any("classifier" in note for note in result["notes"])

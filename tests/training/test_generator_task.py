@@ -41,7 +41,7 @@ def make_token_folder(root, tokenizer_dir, photos, num_classes=2, fingerprint=No
     labels = np.arange(len(ids)) % num_classes
     cfg = tokenizer.config
     save_token_shard(root, 0, ids, labels, cfg.codebook_size)
-    fingerprint = fingerprint or tokenizer_fingerprint(cfg.to_dict())
+    fingerprint = fingerprint or tokenizer_fingerprint(cfg.to_dict(), tokenizer.state_dict())
     write_token_manifest(root, fingerprint, cfg.num_latent_tokens, cfg.codebook_size,
                          [f"class{i}" for i in range(num_classes)])
     return root
@@ -89,8 +89,9 @@ def test_loss_goes_down_and_export_names_tokenizer_and_classes(tmp_path, token_d
     exported = MaskGIT.from_pretrained(tmp_path / "final")
     cfg = exported.config
     assert (cfg.condition_num_classes, cfg.image_seq_len, cfg.codebook_size) == (2, 32, 256)
-    tokenizer_cfg = TiTok.from_pretrained(tokenizer_dir).config.to_dict()
-    assert cfg.extra["dataset"]["tokenizer_fingerprint"] == tokenizer_fingerprint(tokenizer_cfg)
+    tokenizer = TiTok.from_pretrained(tokenizer_dir)
+    assert cfg.extra["dataset"]["tokenizer_fingerprint"] == tokenizer_fingerprint(tokenizer.config.to_dict(),
+                                                                                  tokenizer.state_dict())
     assert cfg.extra["dataset"]["class_names"] == ["class0", "class1"]
 
 
@@ -135,7 +136,7 @@ def test_tokens_of_another_tokenizer_are_refused(tmp_path, tokenizer_dir, sample
     other = TiTok.from_config("titok_tiny").config.to_dict()
     other["model"]["vq_model"]["commitment_cost"] = 0.5
     tokens = make_token_folder(tmp_path / "tokens", tokenizer_dir, sample_photos[:2],
-                               fingerprint=tokenizer_fingerprint(other))
+                               fingerprint=tokenizer_fingerprint(other, TiTok.from_pretrained(tokenizer_dir).state_dict()))
     with pytest.raises(TokenizerMismatchError, match="pretokenize the data again"):
         build_run(generator_config(tmp_path / "run", tokens, tokenizer_dir))
 

@@ -194,9 +194,8 @@ def test_kind_parsing():
 
 def test_auto_kind_uses_convnext_only_when_its_weights_are_on_disk(tmp_path, monkeypatch):
     monkeypatch.delenv(convnext.WEIGHTS_ENV, raising=False)
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setenv("ONETOK_CACHE", str(tmp_path))
     assert resolve_kind("auto") == "inception"
-    convnext.cached_weights_path().parent.mkdir(parents=True)
     convnext.cached_weights_path().write_bytes(b"")
     assert resolve_kind("auto") == "convnext_s"
     assert resolve_kind("lpips") == "lpips"

@@ -13,7 +13,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from collections.abc import Callable
-from typing import Protocol
 
 import numpy as np
 import torch
@@ -21,6 +20,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from onetok.evaluation.image_metrics import psnr as image_psnr
 from onetok.data.images import make_grid, pil_to_tensor, resize_center_crop, tensor_to_uint8, to_rgb
+from onetok.pipeline import Pipeline
 
 MAX_UPLOAD_MB = 10
 MAX_UPLOAD_PIXELS = 40_000_000  # e.g. 8000 x 5000: more than any phone photo, far below a decompression bomb
@@ -44,11 +44,6 @@ class TokenEditError(AppInputError):
 
 class GenerationError(AppInputError):
     """Generation settings out of range."""
-
-
-class Tokenizer(Protocol):
-    def tokenize(self, images: torch.Tensor) -> torch.Tensor: ...
-    def detokenize(self, ids: torch.Tensor) -> torch.Tensor: ...
 
 
 def _no_progress(fraction: float, message: str) -> None:
@@ -121,26 +116,24 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
     return float(image_psnr(*as_batch)[0])
 
 
-def bytes_per_image(num_tokens: int, codebook_size: int) -> int:
-    """Bytes to store one image's ids, packed at ceil(log2(codebook)) bits each."""
-    bits_per_id = max(1, math.ceil(math.log2(codebook_size)))
-    return math.ceil(num_tokens * bits_per_id / 8)
+def bytes_per_image(pipeline: Pipeline) -> int:
+    """Whole bytes to store one image's ids (`Pipeline.bits_per_image`, rounded up)."""
+    return math.ceil(pipeline.bits_per_image / 8)
 
 
 @torch.inference_mode()
-def decode_ids(tokenizer: Tokenizer, ids: list[int]) -> np.ndarray:
+def decode_ids(pipeline: Pipeline, ids: list[int]) -> np.ndarray:
     """One image's ids -> (H, W, 3) uint8 image."""
-    images = tokenizer.detokenize(torch.tensor([ids], dtype=torch.long))
-    return tensor_to_uint8(images[0])
+    return tensor_to_uint8(pipeline.detokenize([ids])[0])
 
 
 @torch.inference_mode()
-def reconstruct(tokenizer: Tokenizer, image: torch.Tensor, codebook_size: int) -> Reconstruction:
-    """Tokenize one (3, H, W) image and decode it again."""
-    ids = tokenizer.tokenize(image[None])[0].tolist()
+def reconstruct(pipeline: Pipeline, image: torch.Tensor) -> Reconstruction:
+    """Tokenize one (3, H, W) image and decode it again, at the pipeline's precision (as the CLI)."""
+    ids = pipeline.tokenize(image)[0].tolist()
     source = tensor_to_uint8(image)
-    output = decode_ids(tokenizer, ids)
-    return Reconstruction(source, output, ids, psnr(source, output), bytes_per_image(len(ids), codebook_size))
+    output = decode_ids(pipeline, ids)
+    return Reconstruction(source, output, ids, psnr(source, output), bytes_per_image(pipeline))
 
 
 # ---------------------------------------------------------------- token grid and editing
@@ -194,22 +187,23 @@ def randomise_tokens(ids: list[int], count: int, codebook_size: int, seed: int) 
 
 @dataclass(frozen=True)
 class GenerationSettings:
+    """What the Generate tab asks for; None sampling settings take the generator's configured ones."""
+
     class_id: int
-    guidance_scale: float = 3.0
-    temperature: float = 2.0
-    num_steps: int = 8
+    guidance_scale: float | None = None
+    temperature: float | None = None
+    num_steps: int | None = None
     seed: int = 0
     num_images: int = 4
-    guidance_decay: str = "constant"  # how guidance grows over the steps; generators record theirs
 
     def check(self, num_classes: int) -> None:
         if not 0 <= self.class_id < num_classes:
             raise GenerationError(f"class {self.class_id} is out of range: use 0 to {num_classes - 1}")
         if not 1 <= self.num_images <= MAX_IMAGES_PER_RUN:
             raise GenerationError(f"can make 1 to {MAX_IMAGES_PER_RUN} images at once, not {self.num_images}")
-        if self.num_steps < 1:
+        if self.num_steps is not None and self.num_steps < 1:
             raise GenerationError(f"steps must be at least 1, not {self.num_steps}")
-        if self.guidance_scale < 0 or self.temperature < 0:
+        if (self.guidance_scale or 0) < 0 or (self.temperature or 0) < 0:
             raise GenerationError("guidance scale and temperature must not be negative")
 
 
@@ -221,29 +215,18 @@ class Generation:
 
 
 @torch.inference_mode()
-def generate(
-    generator: torch.nn.Module,
-    tokenizer: Tokenizer,
-    settings: GenerationSettings,
-    num_classes: int,
-    progress: Progress = _no_progress,
-) -> Generation:
-    """Sample class-conditional images, one at a time so that image i depends only on seed + i."""
-    settings.check(num_classes)
+def generate(pipeline: Pipeline, settings: GenerationSettings, progress: Progress = _no_progress) -> Generation:
+    """Sample class-conditional images one at a time (for progress); image i is the Pipeline's
+    sample i of `seed`, the same pixels `onetok generate --seed` makes."""
+    settings.check(pipeline.num_classes)
     start = time.perf_counter()
     images = []
     for index in range(settings.num_images):
         progress(index / settings.num_images, f"image {index + 1} of {settings.num_images}")
-        with torch.random.fork_rng(devices=[]):  # leave the caller's random state alone
-            torch.manual_seed(settings.seed + index)
-            ids = generator.generate(
-                torch.tensor([settings.class_id]),
-                guidance_scale=settings.guidance_scale,
-                guidance_decay=settings.guidance_decay,
-                randomize_temperature=settings.temperature,
-                num_sample_steps=settings.num_steps,
-            )
-        images.append(tokenizer.detokenize(ids)[0])
+        images.append(pipeline.generate([settings.class_id], seed=settings.seed, first_index=index,
+                                        guidance_scale=settings.guidance_scale,
+                                        randomize_temperature=settings.temperature,
+                                        num_sample_steps=settings.num_steps)[0])
     progress(1.0, "done")
     grid = make_grid(torch.stack(images), ncol=min(4, len(images)))
     return Generation([tensor_to_uint8(image) for image in images], tensor_to_uint8(grid), time.perf_counter() - start)

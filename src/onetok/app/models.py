@@ -8,6 +8,7 @@ import torch
 
 from onetok import hub
 from onetok.app.logic import AppInputError
+from onetok.pipeline import Pipeline, shipped_generator_exists
 
 
 class ModelLoadError(AppInputError):
@@ -17,10 +18,19 @@ class ModelLoadError(AppInputError):
 @dataclass
 class LoadedTokenizer:
     name: str
-    model: torch.nn.Module
-    num_tokens: int
-    codebook_size: int
-    crop_size: int
+    pipeline: Pipeline  # tokenizer only: what the Reconstruct tab runs
+
+    @property
+    def num_tokens(self) -> int:
+        return self.pipeline.num_tokens
+
+    @property
+    def codebook_size(self) -> int:
+        return self.pipeline.codebook_size
+
+    @property
+    def crop_size(self) -> int:
+        return self.pipeline.image_size
 
     @property
     def label(self) -> str:
@@ -30,13 +40,17 @@ class LoadedTokenizer:
 @dataclass
 class LoadedGenerator:
     name: str
-    model: torch.nn.Module
-    tokenizer: LoadedTokenizer  # decodes the generator's ids
-    class_names: list[str]
-    guidance_scale: float
-    temperature: float
-    num_steps: int
-    guidance_decay: str
+    pipeline: Pipeline  # the generator with the tokenizer that decodes its ids
+    tokenizer: LoadedTokenizer
+
+    @property
+    def class_names(self) -> list[str]:
+        return self.pipeline.class_names
+
+    @property
+    def sampling(self) -> dict:
+        """The generator's configured settings: the page's starting values."""
+        return self.pipeline.sampling
 
 
 @dataclass
@@ -62,37 +76,21 @@ def wrap_tokenizer(model: torch.nn.Module, name: str) -> LoadedTokenizer:
         raise ModelLoadError(f"{name} is a continuous (VAE) tokenizer; the app shows discrete token ids")
     if config.is_legacy and not config.finetune_decoder:
         raise ModelLoadError(f"{name} is a stage-1 tokenizer: it predicts proxy codes, not pixels")
-    return LoadedTokenizer(name, model.eval(), config.num_latent_tokens, config.codebook_size, config.crop_size)
-
-
-def class_names(tree: dict, num_classes: int) -> list[str]:
-    """Class names from a generator's config tree (model.generator or dataset), else 'class i'."""
-    for section in (tree.get("model", {}).get("generator", {}), tree.get("dataset", {})):
-        names = section.get("class_names") if isinstance(section, dict) else None
-        if isinstance(names, list) and len(names) == num_classes:
-            return [str(name) for name in names]
-    return [f"class {index}" for index in range(num_classes)]
+    return LoadedTokenizer(name, Pipeline(model, tokenizer_name=name))
 
 
 def wrap_generator(model: torch.nn.Module, name: str, tokenizers: list[LoadedTokenizer]) -> LoadedGenerator:
-    """Pair a generator with the first loaded tokenizer whose ids it predicts."""
-    config = model.config
+    """Pair a generator with the first loaded tokenizer whose ids it predicts (the Pipeline's check)."""
+    problem = f"generator {name}: no tokenizer is loaded"
     for tokenizer in tokenizers:
-        if (tokenizer.num_tokens, tokenizer.codebook_size) == (config.image_seq_len, config.codebook_size):
-            return LoadedGenerator(
-                name,
-                model.eval(),
-                tokenizer,
-                class_names(config.to_dict(), config.condition_num_classes),
-                config.guidance_scale,
-                config.randomize_temperature,
-                config.num_steps,
-                config.guidance_decay,
-            )
-    raise ModelLoadError(
-        f"generator {name} makes {config.image_seq_len} ids from a codebook of {config.codebook_size}; "
-        "load a tokenizer with the same (--tokenizer)"
-    )
+        try:
+            pipeline = Pipeline(tokenizer.pipeline.tokenizer, model, tokenizer.pipeline.device,
+                                tokenizer.pipeline.precision, tokenizer.name, name)
+        except ValueError as err:  # this tokenizer does not fit; try the next
+            problem = str(err)
+            continue
+        return LoadedGenerator(name, pipeline, tokenizer)
+    raise ModelLoadError(f"{problem}; load a tokenizer with the same (--tokenizer)")
 
 
 def load_models(tokenizer_specs: list[str], generator_spec: str | None) -> AppModels:
@@ -116,10 +114,8 @@ def load_models(tokenizer_specs: list[str], generator_spec: str | None) -> AppMo
 
 
 def shipped_generator() -> str | None:
-    try:
-        return str(hub.default_generator_path())
-    except ValueError:  # a build without one: the page has no Generate tab
-        return None
+    """The shipped generator's folder; None in a build without one (the page has no Generate tab)."""
+    return str(hub.default_generator_path()) if shipped_generator_exists() else None
 
 
 def example_photos() -> list[Path]:

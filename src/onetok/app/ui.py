@@ -86,7 +86,7 @@ class Handlers:
             for index, tokenizer in enumerate(self.models.tokenizers):
                 progress(index / len(self.models.tokenizers), desc=f"reconstructing with {tokenizer.label}")
                 image = logic.preprocess_upload(path, tokenizer.crop_size)
-                result = results[tokenizer.label] = logic.reconstruct(tokenizer.model, image, tokenizer.codebook_size)
+                result = results[tokenizer.label] = logic.reconstruct(tokenizer.pipeline, image)
                 gallery.append((result.output, f"{tokenizer.num_tokens} tokens · {result.psnr:.1f} dB · {result.num_bytes} B"))
         except ValueError as err:
             return self.cleared(problem(err))
@@ -101,7 +101,7 @@ class Handlers:
     # editing outputs: edited image, grid, edit note, session
     def edited(self, state: Session, ids: list[int], note: str) -> tuple:
         tokenizer = self.models.tokenizer(state.selected)
-        image = logic.decode_ids(tokenizer.model, ids)
+        image = logic.decode_ids(tokenizer.pipeline, ids)
         note += f" PSNR to the input: {logic.psnr(state.results[state.selected].input, image):.2f} dB."
         return image, grid_rows(ids), note, replace(state, edited=ids)
 
@@ -148,11 +148,10 @@ class Handlers:
         gen: LoadedGenerator = self.models.generator
         try:
             settings = logic.GenerationSettings(
-                int(class_id), float(scale), float(temperature), int(steps), int(seed or 0), int(count), gen.guidance_decay
+                int(class_id), float(scale), float(temperature), int(steps), int(seed or 0), int(count)
             )
             result = logic.generate(
-                gen.model, gen.tokenizer.model, settings, len(gen.class_names),
-                progress=lambda fraction, message: progress(fraction, desc=message),
+                gen.pipeline, settings, progress=lambda fraction, message: progress(fraction, desc=message)
             )
         except ValueError as err:
             return keep(), problem(err)
@@ -209,16 +208,16 @@ def reconstruct_tab(models: AppModels, handlers: Handlers) -> None:
 def generate_tab(gen: LoadedGenerator, handlers: Handlers) -> None:
     gr.Markdown(
         f"MaskGIT generator **{gen.name}** predicts {gen.tokenizer.num_tokens} ids, decoded by "
-        f"**{gen.tokenizer.name}**. The same seed gives the same images."
+        f"**{gen.tokenizer.name}**. The same seed gives the same images as `onetok generate --seed`."
     )
     with gr.Row():
         with gr.Column(scale=1):
             inputs = [
                 gr.Dropdown([(name, index) for index, name in enumerate(gen.class_names)], value=0, label="Class",
                             elem_id="class-choice"),
-                gr.Slider(0, 10, value=gen.guidance_scale, step=0.1, label="Guidance scale"),
-                gr.Slider(0, 15, value=gen.temperature, step=0.1, label="Temperature"),
-                gr.Slider(1, 64, value=gen.num_steps, step=1, label="Steps"),
+                gr.Slider(0, 10, value=gen.sampling["guidance_scale"], step=0.1, label="Guidance scale"),
+                gr.Slider(0, 15, value=gen.sampling["randomize_temperature"], step=0.1, label="Temperature"),
+                gr.Slider(1, 64, value=gen.sampling["num_sample_steps"], step=1, label="Steps"),
                 gr.Number(label="Seed", value=0, precision=0),
                 gr.Slider(1, logic.MAX_IMAGES_PER_RUN, value=4, step=1, label="Images"),
             ]

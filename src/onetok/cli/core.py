@@ -1,4 +1,4 @@
-"""tokenize, detokenize, reconstruct, generate, info."""
+"""tokenize, detokenize, reconstruct, generate, info: each builds a `Pipeline`, then parses and prints."""
 from __future__ import annotations
 
 import json
@@ -9,9 +9,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..data.images import ImageReadError, make_grid, open_rgb, save_image
 from ..evaluation.image_metrics import psnr
-from ..data.images import ImageReadError, atomic_save_npy, atomic_write_bytes, load_image, make_grid, open_rgb, save_image
-from ..precision import PRECISIONS, autocast, resolve_precision
+from ..files import atomic_save_npy, atomic_write_bytes
+from ..hub import default_generator_path, default_tokenizer_path
+from ..models import MaskGIT, TiTok
+from ..pipeline import Pipeline, default_device, load_model
+from ..precision import PRECISIONS
 
 
 class CommandError(ValueError):
@@ -20,53 +24,63 @@ class CommandError(ValueError):
 
 # ---------------------------------------------------------------- shared pieces
 
-def add_runtime_args(parser) -> None:
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--precision", choices=PRECISIONS, default="auto",
-                        help="fp32 (exact) or bf16 autocast; auto picks bf16 on AMX CPUs and CUDA GPUs")
-    parser.add_argument("--batch-size", type=int, default=16)
+PRECISION_HELP = "fp32 (exact) or bf16 autocast; auto: bf16 on CUDA GPUs and on CPUs with AVX512-BF16 or AMX"
 
 
-def load_tokenizer(path: str | None, device: str):
-    from ..fast import optimize_for_inference
-    from ..hub import default_tokenizer_path
-    from ..models import TiTok
-
-    return optimize_for_inference(TiTok.from_pretrained(path or default_tokenizer_path()).to(device))
+def add_runtime_args(parser, batch_flag: str = "--batch-size", batch_default: int = 16) -> None:
+    parser.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda when there is one)")
+    parser.add_argument("--precision", choices=PRECISIONS, default="auto", help=PRECISION_HELP)
+    parser.add_argument(batch_flag, type=int, default=batch_default, help="images per forward pass")
 
 
-def load_generator(path: str | None, device: str):
-    from ..fast import optimize_for_inference
-    from ..hub import default_generator_path
-    from ..models import MaskGIT
+def check_positive(value: int, flag: str) -> int:
+    if value < 1:
+        raise CommandError(f"{flag} must be at least 1, got {value}")
+    return value
 
-    return optimize_for_inference(MaskGIT.from_pretrained(path or default_generator_path()).to(device))
+
+def load_pipeline(args, tokenizer: str | None, generator: str | None | bool = False) -> Pipeline:
+    """The Pipeline a command runs on (None: the shipped model; generator False: none)."""
+    return Pipeline.from_pretrained(tokenizer, generator, device=args.device, precision=args.precision)
+
+
+def load_tokenizer(path: str | None, device: str | None = None):
+    """A tokenizer alone, loaded as a Pipeline loads it (None: the shipped model)."""
+    return load_model(TiTok, path, default_tokenizer_path, str(device or default_device()))[0]
+
+
+def load_generator(path: str | None, device: str | None = None):
+    """A generator alone, loaded as a Pipeline loads it (None: the shipped model)."""
+    return load_model(MaskGIT, path, default_generator_path, str(device or default_device()))[0]
 
 
 def read_images(paths: list[str], size: int) -> tuple[list[str], torch.Tensor, list[str]]:
-    """Load what can be loaded; return (good paths, (N, 3, size, size), error lines)."""
+    """Load what can be loaded, each path once; return (good paths, (N, 3, size, size), error lines)."""
+    from ..data.images import load_image
+
     good, images, errors, resized = [], [], [], False
-    for path in paths:
+    for path in dict.fromkeys(paths):  # a file named twice is read (and counted) once
         try:
-            with_size = open_rgb(path).size
+            resized |= open_rgb(path).size != (size, size)
             images.append(load_image(path, size))
             good.append(path)
-            resized |= with_size != (size, size)
         except ImageReadError as err:
             errors.append(str(err))
+    if len(good) + len(errors) < len(paths):
+        print(f"note: {len(paths) - len(good) - len(errors)} repeated path(s) were read once", file=sys.stderr)
     if resized:
         print(f"note: images were resized (shorter side, bicubic) and center-cropped to {size}x{size}", file=sys.stderr)
     stacked = torch.stack(images) if images else torch.empty(0, 3, size, size)
     return good, stacked, errors
 
 
-def report_errors(errors: list[str], what: str) -> int:
+def report_errors(errors: list[str], what: str, processed: int) -> int:
     if not errors:
         return 0
     for line in errors:
         print(f"skipped: {line}", file=sys.stderr)
-    print(f"onetok: error: {len(errors)} {what} could not be read (listed above); the others were processed",
-          file=sys.stderr)
+    rest = "; the others were processed" if processed else "; nothing was written"
+    print(f"onetok: error: {len(errors)} {what} could not be read (listed above){rest}", file=sys.stderr)
     return 2
 
 
@@ -76,7 +90,9 @@ def check_writable(path: Path, suffixes: tuple[str, ...] = ()) -> Path:
     if suffixes and (path.is_dir() or path.suffix.lower() not in suffixes):
         example = path / f"out{suffixes[0]}" if path.is_dir() else path.with_suffix(suffixes[0])
         raise CommandError(f"{path}: expected a file name ending in {' or '.join(suffixes)}, e.g. {example}")
-    parent = path.parent if path.suffix else path
+    if not suffixes and path.exists() and not path.is_dir():
+        raise CommandError(f"{path} is a file: -o names the folder the images are written to")
+    parent = path.parent if suffixes else path
     try:
         parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
@@ -86,31 +102,38 @@ def check_writable(path: Path, suffixes: tuple[str, ...] = ()) -> Path:
     return path
 
 
-def batched(model_fn, inputs: torch.Tensor, batch_size: int, device: str, precision: str) -> torch.Tensor:
-    outputs = []
-    with autocast(precision, device):
-        for start in range(0, len(inputs), batch_size):
-            outputs.append(model_fn(inputs[start : start + batch_size].to(device)).cpu())
-    return torch.cat(outputs) if outputs else inputs.new_empty(0)
+def unique_names(stems: list[str]) -> list[str]:
+    """File stems made unique in order: x, x_2, x_3, ... (two inputs never share an output file)."""
+    used: set[str] = set()
+    names = []
+    for stem in stems:
+        name, count = stem, 1
+        while name in used:
+            count += 1
+            name = f"{stem}_{count}"
+        used.add(name)
+        names.append(name)
+    return names
 
 
 # ---------------------------------------------------------------- commands
 
 def cmd_tokenize(args) -> int:
-    model = load_tokenizer(args.model, args.device)
-    precision = resolve_precision(args.precision, args.device)
+    check_positive(args.batch_size, "--batch-size")
     out = check_writable(Path(args.output), (".json", ".npy"))
-    paths, images, errors = read_images(args.images, model.config.crop_size)
-    ids = batched(model.tokenize, images, args.batch_size, args.device, precision)
+    pipe = load_pipeline(args, args.model)
+    paths, images, errors = read_images(args.images, pipe.image_size)
+    if not paths:  # nothing succeeded: leave any existing output as it was
+        return report_errors(errors, "images", 0)
+    ids = pipe.tokenize(images, args.batch_size)
     if out.suffix == ".npy":
         atomic_save_npy(out, ids.numpy())
     else:
-        record = {"model": str(args.model or "default"), "num_tokens": model.config.num_latent_tokens,
-                  "codebook_size": model.config.codebook_size,
-                  "tokens": {p: row.tolist() for p, row in zip(paths, ids)}}
+        record = {"model": str(args.model or "default"), "num_tokens": pipe.num_tokens,
+                  "codebook_size": pipe.codebook_size, "tokens": {p: row.tolist() for p, row in zip(paths, ids)}}
         atomic_write_bytes(out, (json.dumps(record) + "\n").encode())
-    print(f"wrote {len(paths)} x {model.config.num_latent_tokens} tokens to {out}")
-    return report_errors(errors, "images")
+    print(f"wrote {len(paths)} x {pipe.num_tokens} tokens to {out}")
+    return report_errors(errors, "images", len(paths))
 
 
 def read_tokens(path: str) -> tuple[list[str], torch.Tensor]:
@@ -124,19 +147,20 @@ def read_tokens(path: str) -> tuple[list[str], torch.Tensor]:
         else:
             tokens = json.loads(file.read_text())["tokens"]
             names, array = [Path(p).stem for p in tokens], np.array(list(tokens.values()))
-    except (ValueError, KeyError, TypeError) as err:
+    except (ValueError, KeyError, TypeError, AttributeError) as err:
         raise CommandError(f"{file}: not a token file written by `onetok tokenize` ({err})") from None
     if array.ndim == 1:
         array = array[None]
-    return names, torch.from_numpy(np.ascontiguousarray(array))
+    return unique_names(names), torch.from_numpy(np.ascontiguousarray(array))
 
 
 def cmd_detokenize(args) -> int:
-    model = load_tokenizer(args.model, args.device)
-    names, tokens = read_tokens(args.tokens)
-    tokens = model.check_tokens(tokens)  # wrong count / range -> clear error before any work
+    check_positive(args.batch_size, "--batch-size")
     out_dir = check_writable(Path(args.output))
-    images = batched(model.detokenize, tokens, args.batch_size, args.device, resolve_precision(args.precision, args.device))
+    names, tokens = read_tokens(args.tokens)
+    pipe = load_pipeline(args, args.model)
+    tokens = pipe.tokenizer.check_tokens(tokens)  # wrong count / range -> clear error before any work
+    images = pipe.detokenize(tokens, args.batch_size)
     for name, image in zip(names, images):
         save_image(image, out_dir / f"{name}.png")
     print(f"wrote {len(names)} images to {out_dir}")
@@ -144,44 +168,36 @@ def cmd_detokenize(args) -> int:
 
 
 def cmd_reconstruct(args) -> int:
-    model = load_tokenizer(args.model, args.device)
-    precision = resolve_precision(args.precision, args.device)
+    check_positive(args.batch_size, "--batch-size")
     out = check_writable(Path(args.output), (".png", ".jpg", ".jpeg"))
-    paths, images, errors = read_images(args.images, model.config.crop_size)
+    pipe = load_pipeline(args, args.model)
+    paths, images, errors = read_images(args.images, pipe.image_size)
     if paths:
-        recon = batched(lambda x: model.detokenize(model.tokenize(x)), images, args.batch_size, args.device, precision)
+        recon = pipe.reconstruct(images, args.batch_size)
         for path, value in zip(paths, psnr(images, recon).tolist()):
             print(f"{path}: PSNR {value:.2f} dB")
         save_image(make_grid(torch.cat([images, recon]), ncol=len(paths)), out)
-        k, bits = model.config.num_latent_tokens, model.config.bits_per_token
-        print(f"{k} tokens per image ({k * bits / 8:.0f} bytes); originals (top) and reconstructions (bottom) in {out}")
-    return report_errors(errors, "images")
+        print(f"{pipe.num_tokens} tokens per image ({pipe.bits_per_image / 8:g} bytes); "
+              f"originals (top) and reconstructions (bottom) in {out}")
+    return report_errors(errors, "images", len(paths))
 
 
 def cmd_generate(args) -> int:
-    generator = load_generator(args.generator, args.device)
-    tokenizer = load_tokenizer(args.tokenizer, args.device)
-    if generator.config.image_seq_len != tokenizer.config.num_latent_tokens or \
-            generator.config.codebook_size != tokenizer.config.codebook_size:
-        raise CommandError("the generator was trained for another tokenizer (token count or codebook size differ)")
-    cfg = generator.config
-    classes = [args.class_id] * args.num if args.class_id is not None else list(range(args.num))
-    condition = torch.tensor([c % cfg.condition_num_classes for c in classes], device=args.device)
+    check_positive(args.num, "-n/--num")
+    check_positive(args.batch_size, "--batch-size")
     out = check_writable(Path(args.output), (".png", ".jpg", ".jpeg"))
-    torch.manual_seed(args.seed)
+    pipe = load_pipeline(args, args.tokenizer, args.generator or default_generator_path())
+    if args.class_id is not None:
+        classes = [pipe.class_ids(args.class_id)[0]] * args.num
+    else:
+        classes = [i % pipe.num_classes for i in range(args.num)]
     started = time.perf_counter()
-    with autocast(resolve_precision(args.precision, args.device), args.device):
-        ids = generator.generate(
-            condition,
-            guidance_scale=cfg.guidance_scale if args.guidance is None else args.guidance,
-            guidance_decay=cfg.guidance_decay,
-            randomize_temperature=cfg.randomize_temperature if args.temperature is None else args.temperature,
-            num_sample_steps=args.steps or cfg.num_steps,
-        )
-        images = tokenizer.detokenize(ids).cpu()
+    images = pipe.generate(classes, seed=args.seed, batch_size=args.batch_size, guidance_scale=args.guidance,
+                           randomize_temperature=args.temperature, num_sample_steps=args.steps)
     seconds = time.perf_counter() - started
     save_image(make_grid(images, ncol=min(8, len(images))), out)
-    print(f"generated {len(images)} images in {seconds:.2f} s ({len(images) / seconds:.2f} images/s) -> {out}")
+    names = ", ".join(dict.fromkeys(pipe.class_names[c] for c in classes))
+    print(f"generated {len(images)} images ({names}) in {seconds:.2f} s ({len(images) / seconds:.2f} images/s) -> {out}")
     return 0
 
 
@@ -216,14 +232,14 @@ def add_parser(subparsers) -> None:
     p.set_defaults(func=cmd_reconstruct)
 
     p = subparsers.add_parser("generate", help="class-conditional images from a MaskGIT generator")
-    p.add_argument("--tokenizer")
-    p.add_argument("--generator")
-    p.add_argument("--class", dest="class_id", type=int, help="class id (default: one image per class 0..n-1)")
+    p.add_argument("--tokenizer", help="default: the shipped tokenizer")
+    p.add_argument("--generator", help="default: the shipped generator")
+    p.add_argument("--class", dest="class_id", help="class id or name (default: classes 0, 1, 2, ... in turn)")
     p.add_argument("-n", "--num", type=int, default=8)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--steps", type=int)
-    p.add_argument("--guidance", type=float)
-    p.add_argument("--temperature", type=float)
+    p.add_argument("--seed", type=int, default=0, help="image i is drawn from sample_seed(seed, i)")
+    p.add_argument("--steps", type=int, help="sampling steps (default: the generator's config)")
+    p.add_argument("--guidance", type=float, help="guidance scale (default: the generator's config)")
+    p.add_argument("--temperature", type=float, help="randomize_temperature (default: the generator's config)")
     p.add_argument("-o", "--output", default="generated.png")
     add_runtime_args(p)
     p.set_defaults(func=cmd_generate)

@@ -19,6 +19,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     fetch.add_argument("--predecode", type=int, action="append", default=[], metavar="SIZE",
                        help="also write uint8 train-SIZE.npy / val-SIZE.npy arrays (repeatable)")
     fetch.add_argument("--force", action="store_true", help="rebuild even if the dataset exists")
+    fetch.set_defaults(func=run)
     return parser
 
 

@@ -20,15 +20,15 @@ def _inception(args):
 
 
 def _lpips(args):
-    """LPIPS when its weights can be found (cache, lpips wheel, download); else None and a note."""
+    """LPIPS when its published weights can be found (cache, lpips wheel, download); else None and a note."""
     if args.lpips == "off":
         return None
     from ..evaluation.lpips import LPIPSWeightsError, load_lpips
 
     try:
-        return load_lpips(args.lpips_vgg, args.lpips_heads)
+        return load_lpips(args.lpips_backbone, args.lpips_heads, net=args.lpips_net)
     except LPIPSWeightsError as err:
-        if args.lpips == "on":
+        if args.lpips == "on" or args.lpips_backbone or args.lpips_heads:  # files the user named are never skipped
             raise
         print(f"note: LPIPS skipped ({err})", file=sys.stderr)
         return None
@@ -46,27 +46,39 @@ def _print_summary(result: dict, out_dir: str | None) -> None:
 
 def cmd_recon(args) -> int:
     from ..evaluation.recon import evaluate_reconstruction
-    from ..evaluation.sharding import process_state
-    from .core import load_tokenizer
+    from ..processes import process_state
+    from .core import check_writable, load_tokenizer
 
+    check_writable(Path(args.output))
     model = load_tokenizer(args.model, "cpu")
+    teacher = _teacher(args.teacher) if args.teacher else None
     result = evaluate_reconstruction(
         model, args.data, args.batch_size, out_dir=args.output, inception=_inception(args), lpips=_lpips(args),
-        reference_stats=args.reference_stats, kid_subsets=args.kid_subsets, kid_subset_size=args.kid_subset_size,
-        limit=args.limit, num_workers=args.num_workers,
+        teacher=teacher, reference_stats=args.reference_stats, kid_subsets=args.kid_subsets,
+        kid_subset_size=args.kid_subset_size, limit=args.limit, num_workers=args.num_workers,
     )
     if process_state().is_main_process:
         _print_summary(result, args.output)
     return 0
 
 
+def _teacher(path: str):
+    from ..hub import load_vqgan
+
+    if not Path(path).exists():
+        raise FileNotFoundError(f"{path}: no such teacher VQGAN file or folder")
+    return load_vqgan(path)
+
+
 def cmd_samples(args) -> int:
     from ..evaluation.recon import evaluate_samples
-    from ..evaluation.sharding import process_state
+    from ..processes import process_state
+    from .core import check_writable
 
+    check_writable(Path(args.output))
     result = evaluate_samples(
         args.samples, args.ref, args.batch_size, out_dir=args.output, inception=_inception(args),
-        is_splits=args.splits, reference_images=not args.stats_only, kid_subsets=args.kid_subsets,
+        is_split_size=args.is_split_size, reference_images=not args.stats_only, kid_subsets=args.kid_subsets,
         kid_subset_size=args.kid_subset_size, num_workers=args.num_workers,
     )
     if process_state().is_main_process:
@@ -76,18 +88,22 @@ def cmd_samples(args) -> int:
 
 def cmd_stats(args) -> int:
     from ..evaluation.recon import compute_reference_stats
+    from .core import check_writable
 
+    check_writable(Path(args.output), (".npz",))
     stats = compute_reference_stats(args.data, args.output, size=args.size, batch_size=args.batch_size,
                                     inception=_inception(args), num_workers=args.num_workers)
-    print(f"statistics of {stats.count} images -> {args.output}")
+    print(f"statistics of {stats.count} images (FID mu/sigma, sFID mu_s/sigma_s) -> {args.output}")
     return 0
 
 
 def cmd_throughput(args) -> int:
     from ..evaluation.report import write_json
     from ..evaluation.throughput import measure_throughput
-    from .core import load_generator, load_tokenizer
+    from .core import check_writable, load_generator, load_tokenizer
 
+    if args.output:
+        check_writable(Path(args.output), (".json",))
     tokenizer = load_tokenizer(args.model, args.device).eval()
     generator = load_generator(args.generator, args.device).eval() if args.generator else None
     sizes = [int(s) for s in args.batch_sizes.split(",") if s.strip()]
@@ -123,10 +139,14 @@ def add_parser(subparsers) -> None:
     p.add_argument("-o", "--output", default="eval_recon", help="folder for metrics.json, report.md and plots")
     p.add_argument("--reference-stats", help=".npz statistics to use for rFID instead of the originals'")
     p.add_argument("--limit", type=int, help="only the first N images")
+    p.add_argument("--teacher", help="MaskGIT-VQGAN file or folder that decodes a stage-1 tokenizer's proxy codes")
     p.add_argument("--lpips", choices=("auto", "on", "off"), default="auto",
-                   help="auto: LPIPS when its weights are found")
-    p.add_argument("--lpips-vgg", help="torchvision vgg16-397923af.pth")
-    p.add_argument("--lpips-heads", help="lpips v0.1 vgg.pth (default: from the lpips wheel)")
+                   help="auto: LPIPS when its published weights are found")
+    p.add_argument("--lpips-net", choices=("vgg", "alex"), default="vgg",
+                   help="LPIPS trunk: VGG16 or AlexNet (the lpips package's default)")
+    p.add_argument("--lpips-backbone", "--lpips-vgg", dest="lpips_backbone",
+                   help="torchvision vgg16-397923af.pth or alexnet-owt-7be5be79.pth (SHA-256 checked)")
+    p.add_argument("--lpips-heads", help="lpips v0.1 vgg.pth or alex.pth (default: from the lpips wheel)")
     _common(p, 32)
     _kid_args(p)
     p.set_defaults(func=cmd_recon)
@@ -136,7 +156,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--ref", required=True, help=".npz with mu/sigma (e.g. VIRTUAL_imagenet256_labeled.npz) "
                    "or arr_0 images, or a folder of images")
     p.add_argument("-o", "--output", default="eval_samples")
-    p.add_argument("--splits", type=int, default=10, help="Inception Score splits")
+    p.add_argument("--is-split-size", type=int, default=5000,
+                   help="Inception Score: samples per split, consecutive (ADM's convention: 5000)")
     p.add_argument("--stats-only", action="store_true",
                    help="use only the reference's mu/sigma: no KID, precision, recall (saves reading its images)")
     _common(p, 50)

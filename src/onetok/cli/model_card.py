@@ -27,7 +27,8 @@ import numpy as np
 import torch
 import yaml
 
-from ..data.images import atomic_write_bytes, make_grid, save_image
+from ..data.images import make_grid, save_image
+from ..files import atomic_write_bytes
 from ..data.sources import array_sidecars
 from ..evaluation.baselines import thumbnail_baseline
 from ..evaluation.fid import fid_from_features, kernel_inception_distance
@@ -36,7 +37,7 @@ from ..evaluation.plots import line_chart
 from ..evaluation.inception import load_fid_inception
 from ..models import MaskGIT, TiTok
 from ..sampling import generate_seeded, sample_seed
-from .core import batched
+from ..pipeline import in_batches
 
 
 def load_array(path: str) -> torch.Tensor:
@@ -50,7 +51,8 @@ def load_labels(path: str) -> np.ndarray:
 
 
 def on_cpu(model_fn, inputs: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
-    return batched(model_fn, inputs, batch_size, "cpu", "fp32")
+    with torch.inference_mode():
+        return in_batches(model_fn, inputs, batch_size)
 
 
 def inception_features(*image_sets: torch.Tensor) -> list[np.ndarray]:

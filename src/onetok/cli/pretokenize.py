@@ -2,8 +2,10 @@
 
 The work is cut into shards: fixed ranges of `--shard-size` source images, or one per WebDataset
 tar. Process r of R (`accelerate launch`) tokenizes shards r, r+R, ... and writes each one itself;
-shards already on disk are skipped, so an interrupted run resumes where it stopped. When every
-shard exists, the main process writes manifest.json with the tokenizer's fingerprint.
+shards already on disk are skipped, so an interrupted run resumes where it stopped. A tar that cannot
+be read to its end (truncated, scrambled) is not written: the run names it and fails, and a rerun
+after repairing it completes the folder. When every shard exists, the main process writes
+manifest.json with the tokenizer's fingerprint.
 """
 from __future__ import annotations
 
@@ -15,26 +17,16 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
-from ..data.images import atomic_write_bytes
-from ..data.shards import ShardDataset
+from ..files import atomic_write_bytes
+from ..data.shards import CorruptShardError, ShardDataset
 from ..data.sources import build_dataset
 from ..data.tokens import finished_shards, save_token_shard, tokenizer_fingerprint, write_token_manifest
 from ..data.transforms import EvalTransform
 from ..precision import PRECISIONS, autocast, resolve_precision
+from ..processes import process_state
+from ..errors import PretokenizeError
 
 SETTINGS = "pretokenize.json"
-
-
-class PretokenizeError(ValueError):
-    """Settings that cannot be used, or an output folder made with other settings."""
-
-
-def process_state():
-    """Accelerate's view of the launched processes (gloo on CPU when several are launched)."""
-    from accelerate import PartialState
-
-    launched = int(os.environ.get("WORLD_SIZE", "1"))
-    return PartialState(cpu=launched > 1 and not torch.cuda.is_available())
 
 
 def work_units(spec: str, size: int, shard_size: int) -> tuple[list[str], list[Dataset]]:
@@ -42,7 +34,7 @@ def work_units(spec: str, size: int, shard_size: int) -> tuple[list[str], list[D
     transform = EvalTransform(size)
     dataset = build_dataset(spec, transform=transform)
     if isinstance(dataset, ShardDataset):
-        units = [ShardDataset([url], transform=transform, rank=0, world_size=1, classes=dataset.classes)
+        units = [ShardDataset([url], transform=transform, rank=0, world_size=1, classes=dataset.classes, strict=True)
                  for url in dataset.urls]
     else:
         units = [Subset(dataset, range(start, min(start + shard_size, len(dataset))))
@@ -86,6 +78,12 @@ def tokenize_unit(tokenizer, unit: Dataset, flip: bool, batch_size: int, workers
             torch.cat(labels) if labels else torch.empty(0, dtype=torch.long))
 
 
+def check_sizes(shard_size: int, batch_size: int) -> None:
+    for name, value in (("--shard-size", shard_size), ("--batch-size", batch_size)):
+        if value < 1:
+            raise PretokenizeError(f"{name} must be at least 1, got {value}")
+
+
 def unit_size(unit: Dataset) -> int | None:
     return len(unit) if isinstance(unit, Subset) else None
 
@@ -96,12 +94,11 @@ def pretokenize(tokenizer, data: str, out: str | os.PathLike, flip: bool = False
     """Tokenize `data` into `out`; returns the manifest on the main process (None elsewhere)."""
     if tokenizer.config.is_vae:
         raise PretokenizeError("pretokenize needs a VQ tokenizer (discrete ids); this one is a VAE")
-    if shard_size < 1 or batch_size < 1:
-        raise PretokenizeError("--shard-size and --batch-size must be at least 1")
+    check_sizes(shard_size, batch_size)
     state = state or process_state()
     out = Path(out)
     cfg = tokenizer.config
-    fingerprint = tokenizer_fingerprint(cfg.to_dict())
+    fingerprint = tokenizer_fingerprint(cfg.to_dict(), tokenizer.state_dict())
     class_names, units = work_units(data, cfg.crop_size, shard_size)
     settings = {"tokenizer_hash": fingerprint, "source": str(data), "flip": flip, "shard_size": shard_size,
                 "num_shards": len(units)}
@@ -112,20 +109,29 @@ def pretokenize(tokenizer, data: str, out: str | os.PathLike, flip: bool = False
     check_settings(out, settings)  # every process: the main one may have just written it
 
     done = set(finished_shards(out))
+    broken: dict[int, str] = {}  # this process's unreadable tars: shard index -> "path: reason"
     mine = [i for i in range(state.process_index, len(units), state.num_processes) if i not in done]
     sizes = [unit_size(units[i]) for i in mine]
     total = None if None in sizes else sum(sizes)
     with tqdm(total=total, unit="img", desc=f"pretokenize [{state.process_index + 1}/{state.num_processes}]",
               disable=not state.is_main_process, dynamic_ncols=True) as progress:
         for index in mine:
-            ids, labels = tokenize_unit(tokenizer, units[index], flip, batch_size, workers, precision, progress)
+            try:
+                ids, labels = tokenize_unit(tokenizer, units[index], flip, batch_size, workers, precision, progress)
+            except CorruptShardError as err:  # (from a DataLoader worker: with its traceback appended)
+                broken[index] = str(err).strip().splitlines()[-1].removeprefix("onetok.data.shards.CorruptShardError: ")
+                continue
             save_token_shard(out, index, ids, labels, cfg.codebook_size)
     state.wait_for_everyone()
     if not state.is_main_process:
         return None
     missing = sorted(set(range(len(units))) - set(finished_shards(out)))
     if missing:
-        raise PretokenizeError(f"{out}: shards {missing[:5]} were not written; run pretokenize again to finish them")
+        names = [broken.get(i) or (units[i].urls[0] if isinstance(units[i], ShardDataset) else f"shard {i}")
+                 for i in missing]
+        raise PretokenizeError(f"{len(missing)} of {len(units)} shards were not written to {out}: "
+                               f"{'; '.join(names[:10])}{' ...' if len(names) > 10 else ''}; the others are done: "
+                               "repair or replace these and run pretokenize again to complete the folder")
     return write_token_manifest(out, fingerprint, cfg.num_latent_tokens, cfg.codebook_size, class_names,
                                 extra={"source": str(data), "flip": flip})
 
@@ -133,6 +139,7 @@ def pretokenize(tokenizer, data: str, out: str | os.PathLike, flip: bool = False
 def cmd_pretokenize(args) -> int:
     from .core import load_tokenizer
 
+    check_sizes(args.shard_size, args.batch_size)  # before the tokenizer loads
     state = process_state()
     device = args.device or state.device
     tokenizer = load_tokenizer(args.tokenizer, device).eval()

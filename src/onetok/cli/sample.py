@@ -1,7 +1,7 @@
 """`onetok sample`: N samples per class -> PNGs, a grid and an ADM-layout .npz (for FID tools).
 
-Sample i (class-major: class c's samples are consecutive) is drawn with seed
-`sample_seed(--seed, i)` by `generate_seeded`, so its ids depend neither on `--batch` nor on the
+Sample i (class-major: class c's samples are consecutive) is drawn by `Pipeline.generate` with
+seed `sample_seed(--seed, i)`, so its ids depend neither on `--batch` nor on the
 number of processes. Process r of R (`accelerate launch`) draws a contiguous range of samples into
 its own part file; the main process then streams the parts into one .npz (uint8 N x H x W x 3
 under `arr_0`, class ids under `arr_1`), written atomically.
@@ -19,10 +19,11 @@ from tqdm.auto import tqdm
 
 from ..config import GUIDANCE_DECAYS
 from ..data.images import make_grid, save_image, tensor_to_uint8
-from ..data.tokens import tokenizer_fingerprint
-from ..precision import PRECISIONS, autocast, resolve_precision
-from ..sampling import generate_seeded, sample_seed
-from .pretokenize import process_state
+from ..hub import default_generator_path
+from ..pipeline import Pipeline
+from ..precision import PRECISIONS
+from ..processes import process_state
+from .core import PRECISION_HELP, check_writable
 
 PARTS = ".parts"
 GRID_CLASSES, GRID_PER_CLASS = 16, 8
@@ -33,34 +34,14 @@ class SampleError(ValueError):
     """Arguments `onetok sample` cannot use."""
 
 
-def check_pair(generator, tokenizer) -> None:
-    """The generator must have been trained on this tokenizer's ids."""
-    recorded = generator.config.extra.get("dataset", {}).get("tokenizer_fingerprint")
-    if recorded is not None and recorded != tokenizer_fingerprint(tokenizer.config.to_dict()):
-        raise SampleError(f"the generator was trained on tokens of tokenizer {recorded[:12]}, not on this tokenizer's")
-    if (generator.config.image_seq_len, generator.config.codebook_size) != \
-            (tokenizer.config.num_latent_tokens, tokenizer.config.codebook_size):
-        raise SampleError("the generator was trained for another tokenizer (token count or codebook size differ)")
-
-
-def parse_classes(spec: str, class_names: list[str], num_classes: int) -> list[int]:
-    """'all', or a comma-separated list of class ids and/or class names."""
+def parse_classes(spec: str, pipe: Pipeline) -> list[int]:
+    """'all', or a comma-separated list of class ids and/or class names (checked by the Pipeline)."""
     if spec == "all":
-        return list(range(num_classes))
-    classes = []
-    for item in (s.strip() for s in spec.split(",") if s.strip()):
-        if item.lstrip("-").isdigit():
-            value = int(item)
-        elif item in class_names:
-            value = class_names.index(item)
-        else:
-            raise SampleError(f"--classes: {item!r} is neither a class id nor one of the generator's class names")
-        if not 0 <= value < num_classes:
-            raise SampleError(f"--classes: class id {value} is outside [0, {num_classes - 1}]")
-        classes.append(value)
-    if not classes:
+        return list(range(pipe.num_classes))
+    items = [s.strip() for s in spec.split(",") if s.strip()]
+    if not items:
         raise SampleError("--classes is empty")
-    return classes
+    return pipe.class_ids(items)
 
 
 def my_range(count: int, rank: int, world: int) -> range:
@@ -84,16 +65,13 @@ def write_npz(path: Path, arrays: dict[str, list[np.ndarray]]) -> None:
     os.replace(tmp, path)
 
 
-def sample_range(generator, tokenizer, labels: list[int], indices: range, seed: int, batch: int,
-                 precision: str, sampling: dict, part: np.ndarray, image_dir: Path | None, progress: tqdm) -> None:
-    """Draw samples `indices` into `part` (uint8 rows), and as PNGs into `image_dir`."""
-    device = next(generator.parameters()).device
+def sample_range(pipe: Pipeline, labels: list[int], indices: range, seed: int, batch: int, sampling: dict,
+                 part: np.ndarray, image_dir: Path | None, progress: tqdm) -> None:
+    """Draw samples `indices` (sample i from `sample_seed(seed, i)`) into `part` (uint8 rows), and as
+    PNGs into `image_dir`."""
     for start in range(0, len(indices), batch):
         chunk = indices[start : start + batch]
-        condition = torch.tensor([labels[i] for i in chunk], device=device)
-        with autocast(precision, device):
-            ids = generate_seeded(generator, condition, [sample_seed(seed, i) for i in chunk], **sampling)
-            images = tokenizer.detokenize(ids)
+        images = pipe.generate([labels[i] for i in chunk], seed=seed, first_index=chunk.start, **sampling)
         pixels = tensor_to_uint8(images)
         part[start : start + len(chunk)] = pixels
         if image_dir is not None:
@@ -112,29 +90,23 @@ def save_grid(parts: list[np.ndarray], classes: list[int], per_class: int, path:
 
 
 def cmd_sample(args) -> int:
-    from .core import check_writable, load_generator, load_tokenizer
-
     if args.per_class < 1 or args.batch < 1:
         raise SampleError("--per-class and --batch must be at least 1")
     state = process_state()
-    device = args.device or state.device
-    generator, tokenizer = load_generator(args.generator, device).eval(), load_tokenizer(args.tokenizer, device).eval()
-    check_pair(generator, tokenizer)
-    cfg = generator.config
-    class_names = cfg.extra.get("dataset", {}).get("class_names") or [str(c) for c in range(cfg.condition_num_classes)]
-    classes = parse_classes(args.classes, class_names, cfg.condition_num_classes)
+    pipe = Pipeline.from_pretrained(args.tokenizer, args.generator or default_generator_path(),
+                                    device=args.device or state.device, precision=args.precision)
+    classes = parse_classes(args.classes, pipe)
     labels = [c for c in classes for _ in range(args.per_class)]
-    sampling = {key: value for key, value in (("guidance_scale", args.guidance), ("guidance_decay", args.guidance_decay),
-                                              ("randomize_temperature", args.temperature),
-                                              ("num_sample_steps", args.steps)) if value is not None}
-    sampling["softmax_temperature_annealing"] = args.softmax_annealing
+    sampling = {"guidance_scale": args.guidance, "guidance_decay": args.guidance_decay,
+                "randomize_temperature": args.temperature, "num_sample_steps": args.steps,
+                "softmax_temperature_annealing": args.softmax_annealing or None}
 
     out = check_writable(Path(args.output))
     (out / PARTS).mkdir(parents=True, exist_ok=True)
     image_dir = None if args.no_images else out / "images"
     if image_dir is not None:
         image_dir.mkdir(parents=True, exist_ok=True)
-    size = tokenizer.config.crop_size
+    size = pipe.image_size
     mine = my_range(len(labels), state.process_index, state.num_processes)
     part_path = out / PARTS / f"part-{state.process_index:05d}.npy"
     part = np.lib.format.open_memmap(part_path, mode="w+", dtype=np.uint8, shape=(len(mine), size, size, 3))
@@ -142,8 +114,7 @@ def cmd_sample(args) -> int:
     started = time.perf_counter()
     with tqdm(total=len(mine), unit="sample", disable=not state.is_main_process, dynamic_ncols=True,
               desc=f"sample [{state.process_index + 1}/{state.num_processes}]") as progress:
-        sample_range(generator, tokenizer, labels, mine, args.seed, args.batch,
-                     resolve_precision(args.precision, device), sampling, part, image_dir, progress)
+        sample_range(pipe, labels, mine, args.seed, args.batch, sampling, part, image_dir, progress)
     part.flush()
     del part
     state.wait_for_everyone()
@@ -180,7 +151,6 @@ def add_parser(subparsers) -> None:
     p.add_argument("--softmax-annealing", action="store_true",
                    help="divide logits by 0.5 + 0.8 * (1 - t/T), as the reference's ImageNet sampling script does")
     p.add_argument("--no-images", action="store_true", help="write only the .npz and the grid, no PNG per sample")
-    p.add_argument("--precision", choices=PRECISIONS, default="auto",
-                   help="fp32 (exact) or bf16 autocast; auto picks bf16 on AMX CPUs and CUDA GPUs")
+    p.add_argument("--precision", choices=PRECISIONS, default="auto", help=PRECISION_HELP)
     p.add_argument("--device", help="default: this process's accelerator device")
     p.set_defaults(func=cmd_sample)

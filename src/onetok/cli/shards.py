@@ -15,6 +15,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     make.add_argument("--prefix", default="shard", help="shard file names: PREFIX-00000.tar, ...")
     make.add_argument("--no-shuffle", action="store_true", help="keep the sorted file order instead of shuffling")
     make.add_argument("--seed", type=int, default=0, help="seed of the shuffle")
+    make.set_defaults(func=run)
     return parser
 
 

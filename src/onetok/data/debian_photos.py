@@ -27,16 +27,14 @@ from typing import Callable, Iterator
 import numpy as np
 from PIL import Image
 
+from ..files import cache_root
 from .images import to_rgb
+from ..errors import FetchError
 
 logger = logging.getLogger("onetok.data")
 
-DEFAULT_ROOT = Path(os.environ.get("ONETOK_DATASETS", Path.home() / ".cache" / "onetok" / "datasets"))
+DEFAULT_ROOT = cache_root() / "datasets"
 POOL_NAME = "debian-photos"
-
-
-class FetchError(ValueError):
-    """The photo pool could not be fetched (no apt-get, package version missing, ...)."""
 
 
 @dataclass(frozen=True)

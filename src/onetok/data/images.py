@@ -2,16 +2,14 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-
-class ImageReadError(ValueError):
-    """A file that is missing, unreadable or not an image."""
+from ..files import atomic_write_bytes
+from ..errors import ImageReadError
 
 
 def open_rgb(path: str | os.PathLike) -> Image.Image:
@@ -61,43 +59,6 @@ def tensor_to_uint8(images: torch.Tensor) -> np.ndarray:
 
 def load_image(path: str | os.PathLike, size: int) -> torch.Tensor:
     return pil_to_tensor(resize_center_crop(open_rgb(path), size))
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write to a temp file beside `path`, then rename: readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def atomic_save_npy(path: str | os.PathLike, array: np.ndarray) -> None:
-    import io
-
-    buf = io.BytesIO()
-    np.save(buf, array)
-    atomic_write_bytes(path, buf.getvalue())
-
-
-def atomic_torch_save(obj, path: str | os.PathLike) -> None:
-    import io
-
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    atomic_write_bytes(path, buf.getvalue())
 
 
 def save_image(image: torch.Tensor | np.ndarray | Image.Image, path: str | os.PathLike) -> None:

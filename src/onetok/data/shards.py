@@ -6,6 +6,7 @@ layout of the ImageNet shards of SPEC 4.1; `classes.json` beside the shards name
 """
 from __future__ import annotations
 
+import copy
 import io
 import json
 import os
@@ -16,23 +17,16 @@ from itertools import count
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
-import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from .images import ImageReadError, atomic_write_bytes, open_rgb
+from .images import ImageReadError, open_rgb
+from ..files import atomic_write_bytes
+from ..processes import rank_and_world_size
 from .sources import DatasetError, Transform, read_file_list, scan_folder, skip_log, to_tensor
 from .transforms import sample_generator
 
 IMAGE_KEYS = ("jpg", "jpeg", "png", "webp", "bmp", "ppm", "tif", "tiff")
 RAW_KEYS = {".jpg": "jpg", ".jpeg": "jpg", ".png": "png"}  # stored as they are; others become PNG
-
-
-def distributed_info() -> tuple[int, int]:
-    """(rank, world size) of this process: torch.distributed (as set up by Accelerate),
-    else the RANK / WORLD_SIZE variables of a launcher, else a single process."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
 
 
 # ---------------------------------------------------------------- writing
@@ -147,6 +141,10 @@ def _shuffled(samples: Iterable[dict], size: int, rng: random.Random) -> Iterato
     yield from buffer
 
 
+class CorruptShardError(DatasetError):
+    """A tar shard that cannot be read to its end (truncated, scrambled)."""
+
+
 class ShardDataset(IterableDataset):
     """Stream samples from WebDataset shards; dicts as in `sources` (image, label, skipped).
 
@@ -155,6 +153,11 @@ class ShardDataset(IterableDataset):
     (process, worker) per pass. With `repeat=True` the stream is endless (training), each pass
     in a new shard order; `shuffle_buffer` > 0 also shuffles samples across shards. Use
     `repeat=True` for multi-process training: ranks may hold unequal numbers of samples.
+
+    The stream of pass (epoch) e is a function of (seed, rank, worker, e): shard order, buffer
+    shuffle and each position's augmentation seed, so `resumed_at` can replay it to any batch.
+    A shard that breaks off (truncated or scrambled tar) is named in a warning and counted in
+    `skip_log`; with `strict=True` it raises CorruptShardError instead.
     """
 
     def __init__(
@@ -167,6 +170,7 @@ class ShardDataset(IterableDataset):
         repeat: bool = False,
         shuffle_buffer: int = 0,
         classes: Sequence[str] | None = None,
+        strict: bool = False,
     ):
         self.urls = expand_shard_spec(urls)
         self.transform = transform
@@ -175,9 +179,21 @@ class ShardDataset(IterableDataset):
         self.repeat = repeat
         self.shuffle_buffer = shuffle_buffer
         self.classes = list(classes) if classes is not None else _classes_beside(self.urls[0]) or ["0"]
+        self.strict = strict
+        self.epoch = 0
+        self.skip_batches, self.batch_size, self.num_workers = 0, 1, 0
+
+    def resumed_at(self, epoch: int, batches: int, batch_size: int, num_workers: int) -> "ShardDataset":
+        """A copy that streams pass `epoch` from after its first `batches` batches of `batch_size`
+        (as a DataLoader with `num_workers` workers deals them out), exactly as an uninterrupted
+        reader would have gone on. The copy replays the skipped part without transforming it."""
+        resumed = copy.copy(self)
+        resumed.epoch, resumed.skip_batches = epoch, batches
+        resumed.batch_size, resumed.num_workers = batch_size, num_workers
+        return resumed
 
     def _my_urls(self) -> tuple[list[str], int]:
-        rank, world = distributed_info()
+        rank, world = rank_and_world_size()
         rank = rank if self.rank is None else self.rank
         world = world if self.world_size is None else self.world_size
         if world > len(self.urls):
@@ -190,16 +206,32 @@ class ShardDataset(IterableDataset):
     def _raw_samples(self, urls: list[str], stream_id: int) -> Iterator[dict]:
         import webdataset as wds
 
-        for epoch in count():
+        for epoch in count(self.epoch):
             order = list(urls)
-            if self.repeat:
+            if self.repeat or epoch:
                 random.Random(f"{self.seed}:{stream_id}:{epoch}").shuffle(order)
-            yield from wds.WebDataset(
-                order, shardshuffle=False, nodesplitter=None, workersplitter=None,
-                handler=wds.warn_and_continue, empty_check=False,
-            )
+            for url in order:
+                yield from wds.WebDataset(
+                    [url], shardshuffle=False, nodesplitter=None, workersplitter=None,
+                    handler=self._broken_shard_handler(url), empty_check=False,
+                )
             if not self.repeat:
                 return
+
+    def _broken_shard_handler(self, url: str):
+        def handle(err: Exception) -> bool:
+            reason = (str(err.args[0]) if err.args else type(err).__name__).split(" @ <")[0]  # drop the file repr
+            if self.strict:
+                raise CorruptShardError(f"{url}: {reason}")
+            skip_log.add(url, f"corrupt shard, read up to here: {reason}")
+            return True
+        return handle
+
+    def _samples_to_skip(self, worker_id: int) -> int:
+        """Samples this worker's stream gave for the first `skip_batches` batches: a DataLoader
+        takes batch b from worker b % W."""
+        workers = max(self.num_workers, 1)
+        return max(0, (self.skip_batches - worker_id + workers - 1) // workers) * self.batch_size
 
     def __iter__(self) -> Iterator[dict]:
         urls, stream_id = self._my_urls()
@@ -207,7 +239,9 @@ class ShardDataset(IterableDataset):
             return
         samples = self._raw_samples(urls, stream_id)
         if self.shuffle_buffer > 0:
-            samples = _shuffled(samples, self.shuffle_buffer, random.Random(f"{self.seed}:{stream_id}:buffer"))
+            samples = _shuffled(samples, self.shuffle_buffer, random.Random(f"{self.seed}:{stream_id}:{self.epoch}:buffer"))
+        worker = get_worker_info()
+        to_skip = self._samples_to_skip(worker.id if worker else 0)
         skipped = 0
         for position, raw in enumerate(samples):
             where = f"{raw.get('__url__', '?')}:{raw.get('__key__', '?')}"
@@ -217,8 +251,12 @@ class ShardDataset(IterableDataset):
                 skip_log.add(where, str(err))
                 skipped += 1
                 continue
-            image = to_tensor(img, self.transform, sample_generator(self.seed, stream_id, position))
-            yield {"image": image, "label": label, "skipped": skipped}
+            if to_skip:  # replayed up to the resume point: decoded (unreadable ones do not count), not transformed
+                to_skip -= 1
+                skipped = 0
+                continue
+            generator = sample_generator(self.seed, stream_id, self.epoch, position)
+            yield {"image": to_tensor(img, self.transform, generator), "label": label, "skipped": skipped}
             skipped = 0
 
     @staticmethod

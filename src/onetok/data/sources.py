@@ -1,7 +1,7 @@
 """Image sources: a folder (ImageFolder layout), a file list, a pre-decoded uint8 array.
 
-All are map-style datasets, so a trainer resumes at an exact data position with
-`ResumableSampler`. Each sample is a dict: `image` (3, H, W) in [0, 1], `label` (int),
+All are map-style datasets, so a trainer resumes at an exact data position by passing
+`(index, position)` keys. Each sample is a dict: `image` (3, H, W) in [0, 1], `label` (int),
 `skipped` (how many unreadable files were passed over to produce it; summed over a batch
 it tells the trainer how many were skipped, whatever worker or process read them).
 """
@@ -16,10 +16,12 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import Dataset
 
-from .images import ImageReadError, atomic_save_npy, atomic_write_bytes, open_rgb, pil_to_tensor, tensor_to_uint8
+from .images import ImageReadError, open_rgb, pil_to_tensor, tensor_to_uint8
+from ..files import atomic_save_npy, atomic_write_bytes
 from .transforms import sample_generator
+from ..errors import DatasetError
 
 logger = logging.getLogger("onetok.data")
 
@@ -27,10 +29,6 @@ IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".
 LIST_EXTENSIONS = {".txt", ".lst", ".list", ".tsv"}
 
 Transform = Callable[[Image.Image, torch.Generator], torch.Tensor]
-
-
-class DatasetError(ValueError):
-    """A dataset path or file that cannot be used."""
 
 
 class SkipLog:
@@ -57,7 +55,7 @@ def to_tensor(img: Image.Image, transform: Transform | None, generator: torch.Ge
 
 
 class _IndexedImages(Dataset):
-    """Shared indexing: an int index, or (index, position) from ResumableSampler.
+    """Shared indexing: an int index, or (index, position) from the trainer's sampler.
 
     The augmentation seed follows the position in the sample stream (or the index when
     none is given), so a replayed position gives the same pixels.
@@ -205,36 +203,6 @@ class ArrayDataset(_IndexedImages):
 def array_sidecars(path: Path) -> tuple[Path, Path]:
     stem = path.with_suffix("")
     return Path(f"{stem}.labels.npy"), Path(f"{stem}.classes.json")
-
-
-class ResumableSampler(Sampler):
-    """An endless shuffled stream of `(index, position)` keys, split across processes.
-
-    Epoch e is a permutation drawn from (seed, e); global position p is shared out
-    round-robin, rank r taking p = r, r + world_size, ... Starting at `start` (a global
-    position, e.g. step * batch_size * world_size) continues a run exactly where it stopped.
-    """
-
-    def __init__(self, dataset_size: int, seed: int = 0, start: int = 0, rank: int = 0, world_size: int = 1, shuffle: bool = True):
-        if dataset_size <= 0:
-            raise DatasetError("cannot sample from an empty dataset")
-        self.dataset_size, self.seed, self.start = dataset_size, seed, start
-        self.rank, self.world_size, self.shuffle = rank, world_size, shuffle
-
-    def _order(self, epoch: int) -> list[int]:
-        if not self.shuffle:
-            return list(range(self.dataset_size))
-        return torch.randperm(self.dataset_size, generator=sample_generator(self.seed, epoch, -1)).tolist()
-
-    def __iter__(self) -> Iterator[tuple[int, int]]:
-        position = self.start + (self.rank - self.start) % self.world_size
-        epoch, order = None, []
-        while True:
-            if position // self.dataset_size != epoch:
-                epoch = position // self.dataset_size
-                order = self._order(epoch)
-            yield order[position % self.dataset_size], position
-            position += self.world_size
 
 
 def predecode(source: str | os.PathLike, size: int, out_path: str | os.PathLike) -> Path:

@@ -8,7 +8,8 @@ Layout of a token folder:
 
 Shard i holds a fixed range of the source dataset, so an interrupted pretokenize run keeps its
 finished shards (`finished_shards`) and redoes only the others. A shard counts as finished
-once its tokens file exists: it is written atomically, after its labels.
+once its tokens file exists: it is written atomically, after its labels, and only once its
+source was read to the end.
 """
 from __future__ import annotations
 
@@ -17,30 +18,30 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .images import atomic_save_npy, atomic_write_bytes
+from ..files import atomic_save_npy, atomic_write_bytes
+from ..errors import TokenDatasetError, TokenizerMismatchError
 
 MANIFEST = "manifest.json"
 _SHARD = re.compile(r"tokens-(\d{5})\.npy$")
 
 
-class TokenDatasetError(ValueError):
-    """A token folder that is missing, incomplete or inconsistent."""
-
-
-class TokenizerMismatchError(TokenDatasetError):
-    """Tokens made by another tokenizer than the one a generator is trained for."""
-
-
-def tokenizer_fingerprint(config: dict) -> str:
-    """sha256 of the config as canonical JSON (sorted keys, no spaces): equal configs, equal hash."""
-    canonical = json.dumps(config, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(canonical.encode()).hexdigest()
+def tokenizer_fingerprint(config: dict, weights: Mapping[str, torch.Tensor]) -> str:
+    """sha256 of the config as canonical JSON (sorted keys, no spaces) and of a sample of the weights:
+    each tensor's name, shape and first and last 1024 values (as float32). Equal tokenizers hash
+    equal; a retrained one with the same config does not; hashing a large model takes milliseconds."""
+    digest = hashlib.sha256(json.dumps(config, sort_keys=True, separators=(",", ":"), default=str).encode())
+    for name in sorted(weights):
+        values = weights[name].detach().flatten()
+        digest.update(f"{name}{tuple(values.shape)}".encode())
+        for part in (values[:1024], values[-1024:]):
+            digest.update(part.float().cpu().numpy().tobytes())
+    return digest.hexdigest()
 
 
 def token_dtype(codebook_size: int) -> np.dtype:

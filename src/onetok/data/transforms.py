@@ -5,20 +5,18 @@ always gives the same crop and flip: a resumed run replays its data exactly.
 """
 from __future__ import annotations
 
-import hashlib
 import math
 
 import torch
 from PIL import Image
 
+from ..processes import mix_seed
 from .images import pil_to_tensor, resize_center_crop
 
 
 def sample_generator(seed: int, *position: int) -> torch.Generator:
     """A generator for one sample, derived from the run seed and the sample's position."""
-    key = ":".join(str(int(p)) for p in (seed, *position)).encode()
-    value = int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "little") >> 1
-    return torch.Generator().manual_seed(value)
+    return torch.Generator().manual_seed(mix_seed(seed, *position))
 
 
 def _uniform(generator: torch.Generator, low: float, high: float) -> float:

@@ -1,4 +1,4 @@
-"""Evaluation: FID Inception, FID/KID/IS, PSNR/SSIM, LPIPS, codebook usage, reports (SPEC 5).
+"""Evaluation: FID Inception, FID/sFID/KID/IS, PSNR/SSIM, LPIPS (VGG, AlexNet), codebook usage, reports (SPEC 5).
 
 Names load on first use, so `import onetok` needs neither scipy nor accelerate.
 """
@@ -7,7 +7,8 @@ import importlib
 _EXPORTS = {
     "FIDInceptionV3": "inception", "load_fid_inception": "inception",
     "FeatureStats": "fid", "RunningStats": "fid", "frechet_distance": "fid", "fid_from_features": "fid",
-    "load_stats": "fid", "kernel_inception_distance": "fid", "inception_score": "fid",
+    "load_stats": "fid", "load_spatial_stats": "fid", "kernel_inception_distance": "fid",
+    "kid_subset_size": "fid", "inception_score": "fid",
     "psnr": "image_metrics", "ssim": "image_metrics", "quantize_8bit": "image_metrics",
     "LPIPS": "lpips", "load_lpips": "lpips",
     "CodebookUsage": "codebook", "codebook_usage": "codebook",

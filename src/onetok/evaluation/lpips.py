@@ -1,43 +1,106 @@
-"""LPIPS (Zhang et al. 2018, v0.1) with a VGG16 trunk, written here.
+"""LPIPS (Zhang et al. 2018, v0.1) on a VGG16 or AlexNet trunk, written here.
 
-The trunk uses torchvision's `vgg16().features` indices, so the ImageNet file
-`vgg16-397923af.pth` loads directly; the five linear heads use the `lpips` package
-layout (`lin{i}.model.1.weight`), which its wheel ships as `lpips/weights/v0.1/vgg.pth`
-(`pip install --no-deps lpips`; the package itself is never imported).
+The trunks use torchvision's `vgg16().features` / `alexnet().features` indices, so the ImageNet
+files `vgg16-397923af.pth` and `alexnet-owt-7be5be79.pth` load directly; the five linear heads
+use the `lpips` package layout (`lin{i}.model.1.weight`), which its wheel ships as
+`lpips/weights/v0.1/{vgg,alex}.pth` (`pip install --no-deps lpips`; the package itself is never
+imported). Every file is checked against the full SHA-256 of the published one before loading:
+a random or retrained trunk gives numbers that look like LPIPS and are not.
 """
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from onetok.evaluation.inception import cache_dir
+from onetok.files import cache_root
+from onetok.errors import LPIPSWeightsError
 
-VGG16_URL = "https://download.pytorch.org/models/vgg16-397923af.pth"
-HEADS_URL = "https://github.com/richzhang/PerceptualSimilarity/raw/master/lpips/weights/v0.1/vgg.pth"
-# Conv widths of VGG16 ("M" = max pool); relu1_2, relu2_2, relu3_3, relu4_3, relu5_3 are tapped.
-VGG16_LAYOUT = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512]
-TAP_INDICES = (3, 8, 15, 22, 29)
-TAP_CHANNELS = (64, 128, 256, 512, 512)
+HEADS_BASE_URL = "https://github.com/richzhang/PerceptualSimilarity/raw/master/lpips/weights/v0.1"
 
 
-class LPIPSWeightsError(ValueError):
-    """LPIPS weights that are missing or of the wrong layout."""
+@dataclass(frozen=True)
+class LPIPSNet:
+    """One LPIPS variant: its torchvision trunk (conv/pool layout, tapped ReLUs) and its weight files.
+
+    layout: ("conv", out channels, kernel, stride, padding) or ("pool", kernel, stride) per layer;
+    every conv is followed by a ReLU, so torchvision's `features` indices are reproduced.
+    """
+
+    name: str
+    layout: tuple[tuple, ...]
+    taps: tuple[int, ...]  # `features` indices of the tapped ReLUs
+    channels: tuple[int, ...]  # their widths
+    backbone_file: str
+    backbone_sha256: str
+    heads_sha256: str
+
+    @property
+    def backbone_url(self) -> str:
+        return f"https://download.pytorch.org/models/{self.backbone_file}"
+
+    @property
+    def heads_file(self) -> str:
+        return f"{self.name}.pth"
+
+    @property
+    def heads_url(self) -> str:
+        return f"{HEADS_BASE_URL}/{self.heads_file}"
 
 
-def vgg16_features() -> nn.Sequential:
+def _vgg16_layout() -> tuple[tuple, ...]:
+    widths = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512]
+    return tuple(("pool", 2, 2) if w == "M" else ("conv", w, 3, 1, 1) for w in widths)
+
+
+# Full SHA-256 of the published files. torchvision names its files by the first 8 hex digits and
+# checks only that prefix; the full digests (vgg16: 553,433,881 bytes; alexnet: 244,408,911 bytes)
+# are the ones several independent public projects pin for these exact download.pytorch.org files
+# (e.g. asset tables of LPIPS/DISTS evaluation suites found on GitHub), and they extend the
+# torchvision prefixes. The head digests are those of the lpips 0.1.4 wheel's
+# weights/v0.1/{vgg,alex}.pth, computed here from the installed wheel.
+NETS: dict[str, LPIPSNet] = {
+    "vgg": LPIPSNet(
+        name="vgg", layout=_vgg16_layout(), taps=(3, 8, 15, 22, 29), channels=(64, 128, 256, 512, 512),
+        backbone_file="vgg16-397923af.pth",
+        backbone_sha256="397923af8e79cdbb6a7127f12361acd7a2f83e06b05044ddf496e83de57a5bf0",
+        heads_sha256="a78928a0af1e5f0fcb1f3b9e8f8c3a2a5a3de244d830ad5c1feddc79b8432868",
+    ),
+    "alex": LPIPSNet(
+        name="alex",
+        layout=(("conv", 64, 11, 4, 2), ("pool", 3, 2), ("conv", 192, 5, 1, 2), ("pool", 3, 2),
+                ("conv", 384, 3, 1, 1), ("conv", 256, 3, 1, 1), ("conv", 256, 3, 1, 1)),
+        taps=(1, 4, 7, 9, 11), channels=(64, 192, 384, 256, 256),
+        backbone_file="alexnet-owt-7be5be79.pth",
+        backbone_sha256="7be5be791159472b1fbf3c69796f7cb30dca7ad8466c2df70058c37116cdee02",
+        heads_sha256="df73285e35b22355a2df87cdb6b70b343713b667eddbda73e1977e0c860835c0",
+    ),
+}
+
+
+def lpips_net(name: str) -> LPIPSNet:
+    if name not in NETS:
+        raise LPIPSWeightsError(f"unknown LPIPS network {name!r}; known: {', '.join(NETS)}")
+    return NETS[name]
+
+
+def trunk_features(net: LPIPSNet) -> nn.Sequential:
+    """torchvision's `features` of the net, up to its last tapped ReLU."""
     layers: list[nn.Module] = []
     channels = 3
-    for item in VGG16_LAYOUT:
-        if item == "M":
-            layers.append(nn.MaxPool2d(2, 2))
+    for kind, *spec in net.layout:
+        if kind == "pool":
+            layers.append(nn.MaxPool2d(*spec))
         else:
-            layers += [nn.Conv2d(channels, item, 3, padding=1), nn.ReLU(inplace=False)]
-            channels = item
-    return nn.Sequential(*layers)
+            width, kernel, stride, padding = spec
+            layers += [nn.Conv2d(channels, width, kernel, stride, padding), nn.ReLU(inplace=False)]
+            channels = width
+    return nn.Sequential(*layers[: net.taps[-1] + 1])
 
 
 class LinearHead(nn.Module):
@@ -52,24 +115,29 @@ class LinearHead(nn.Module):
 
 
 class LPIPS(nn.Module):
-    """Images in [0, 1] -> (B,) perceptual distances."""
+    """Images in [0, 1] -> (B,) perceptual distances; `net` is "vgg" or "alex"."""
 
-    def __init__(self):
+    def __init__(self, net: str = "vgg"):
         super().__init__()
+        self.net = lpips_net(net)
         self.register_buffer("shift", torch.tensor([-0.030, -0.088, -0.188]).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("scale", torch.tensor([0.458, 0.448, 0.450]).view(1, 3, 1, 1), persistent=False)
-        self.features = vgg16_features()
-        for i, channels in enumerate(TAP_CHANNELS):
+        self.features = trunk_features(self.net)
+        for i, channels in enumerate(self.net.channels):
             self.add_module(f"lin{i}", LinearHead(channels))
 
+    @property
+    def net_name(self) -> str:
+        return self.net.name
+
     def heads(self) -> list[LinearHead]:
-        return [getattr(self, f"lin{i}") for i in range(len(TAP_CHANNELS))]
+        return [getattr(self, f"lin{i}") for i in range(len(self.net.channels))]
 
     def tapped_features(self, x: torch.Tensor) -> list[torch.Tensor]:
         taps = []
-        for i, layer in enumerate(self.features[: TAP_INDICES[-1] + 1]):
+        for i, layer in enumerate(self.features):
             x = layer(x)
-            if i in TAP_INDICES:
+            if i in self.net.taps:
                 taps.append(x)
         return taps
 
@@ -96,28 +164,65 @@ def unit_normalize(x: torch.Tensor, eps: float = 1e-10) -> torch.Tensor:
 # --------------------------------------------------------------------------- weights
 
 
-def load_lpips(vgg_weights: str | os.PathLike | None = None, heads: str | os.PathLike | None = None,
-               device: str | torch.device = "cpu") -> LPIPS:
-    """LPIPS-VGG in eval mode. Missing paths resolve to the cache, the lpips wheel, or a download."""
-    model = LPIPS()
-    vgg_state = _read(vgg_weights) if vgg_weights else _fetch(VGG16_URL, "vgg16-397923af.pth")
-    features = {k.removeprefix("features."): v for k, v in vgg_state.items() if k.startswith("features.")}
-    _load_strict(model.features, features, "VGG16 features")
-    head_path = heads or wheel_heads_path()
-    head_state = _read(head_path) if head_path else _fetch(HEADS_URL, "lpips_v0.1_vgg.pth")
+def load_lpips(backbone: str | os.PathLike | None = None, heads: str | os.PathLike | None = None, *,
+               net: str = "vgg", device: str | torch.device = "cpu") -> LPIPS:
+    """LPIPS in eval mode from the published files only (SHA-256 checked).
+
+    backbone: torchvision's ImageNet file of the net; None looks in the onetok cache, then torch's
+    hub cache (where torchvision and the lpips package keep it), then downloads into the onetok cache.
+    heads: the lpips v0.1 linear heads; None takes the lpips wheel's, the cache's or a download.
+    """
+    spec = lpips_net(net)
+    model = LPIPS(spec.name)
+    backbone_path = Path(backbone) if backbone else _find_or_fetch(
+        spec.backbone_url, spec.backbone_file, spec.backbone_sha256, [torch_hub_checkpoints() / spec.backbone_file])
+    _check_published(backbone_path, spec.backbone_sha256, f"{spec.name} ImageNet trunk {spec.backbone_file}",
+                     f"put {spec.backbone_url} at {cache_root() / spec.backbone_file} or pass it with --lpips-backbone")
+    state = _read(backbone_path)
+    features = {k.removeprefix("features."): v for k, v in state.items()
+                if k.startswith("features.") and int(k.split(".")[1]) < len(model.features)}
+    _load_strict(model.features, features, f"{spec.name} features")
+    wheel = wheel_heads_path(spec.name)
+    heads_path = Path(heads) if heads else _find_or_fetch(
+        spec.heads_url, f"lpips_v0.1_{spec.heads_file}", spec.heads_sha256, [wheel] if wheel else [])
+    _check_published(heads_path, spec.heads_sha256, f"lpips v0.1 {spec.heads_file} heads",
+                     f"put {spec.heads_url} at {cache_root() / f'lpips_v0.1_{spec.heads_file}'} or pass it with "
+                     "--lpips-heads (pip install --no-deps lpips ships it)")
+    head_state = _read(heads_path)
     for i, head in enumerate(model.heads()):
         _load_strict(head, {k.removeprefix(f"lin{i}."): v for k, v in head_state.items() if k.startswith(f"lin{i}.")},
                      f"LPIPS head lin{i}")
     return model.eval().requires_grad_(False).to(device)
 
 
-def wheel_heads_path() -> Path | None:
-    """`weights/v0.1/vgg.pth` of an installed lpips wheel, found without importing it."""
+def wheel_heads_path(net: str = "vgg") -> Path | None:
+    """`weights/v0.1/{net}.pth` of an installed lpips wheel, found without importing it."""
     spec = importlib.util.find_spec("lpips")
     if spec is None or not spec.submodule_search_locations:
         return None
-    path = Path(list(spec.submodule_search_locations)[0]) / "weights" / "v0.1" / "vgg.pth"
+    path = Path(list(spec.submodule_search_locations)[0]) / "weights" / "v0.1" / f"{net}.pth"
     return path if path.exists() else None
+
+
+def torch_hub_checkpoints() -> Path:
+    return Path(torch.hub.get_dir()) / "checkpoints"
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _check_published(path: Path, expected: str, what: str, fix: str) -> None:
+    if not path.is_file():
+        raise LPIPSWeightsError(f"{path}: no such weights file; {fix}")
+    actual = sha256_of(path)
+    if actual != expected:
+        raise LPIPSWeightsError(f"{path}: not the published {what} (SHA-256 {actual[:16]}..., expected "
+                                f"{expected[:16]}...); {fix}")
 
 
 def _load_strict(module: nn.Module, state: dict[str, torch.Tensor], what: str) -> None:
@@ -128,25 +233,25 @@ def _load_strict(module: nn.Module, state: dict[str, torch.Tensor], what: str) -
         raise LPIPSWeightsError(f"{what}: weights do not fit ({first})") from None
 
 
-def _read(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    path = Path(path)
-    if not path.exists():
-        raise LPIPSWeightsError(f"{path}: no such weights file")
+def _read(path: Path) -> dict[str, torch.Tensor]:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types for a bad file
         raise LPIPSWeightsError(f"{path}: not a readable state dict ({err})") from None
 
 
-def _fetch(url: str, name: str) -> dict[str, torch.Tensor]:
+def _find_or_fetch(url: str, name: str, sha256: str, elsewhere: list[Path]) -> Path:
+    """The cached file, else the first existing file of `elsewhere`, else a download into the cache."""
+    for path in [cache_root() / name, *elsewhere]:
+        if path.is_file():
+            return path
     import urllib.error
 
-    cached = cache_dir() / name
-    if cached.exists():
-        return _read(cached)
-    cache_dir().mkdir(parents=True, exist_ok=True)
+    target = cache_root() / name
+    target.parent.mkdir(parents=True, exist_ok=True)
     try:
-        return torch.hub.load_state_dict_from_url(url, model_dir=str(cache_dir()), file_name=name,
-                                                  map_location="cpu", progress=False)
+        # torch writes to a temporary file and moves it into place: no half-written cache entry
+        torch.hub.download_url_to_file(url, str(target), hash_prefix=sha256, progress=True)
     except (urllib.error.URLError, RuntimeError, OSError) as err:
-        raise LPIPSWeightsError(f"could not download {url} ({err}); pass a local file instead") from None
+        raise LPIPSWeightsError(f"could not download {url} ({err}); put the file at {target} instead") from None
+    return target

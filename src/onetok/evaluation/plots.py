@@ -7,7 +7,7 @@ import os
 import numpy as np
 from PIL import Image, ImageDraw
 
-from onetok.data.images import atomic_write_bytes
+from onetok.files import atomic_write_bytes
 
 WIDTH, HEIGHT, MARGIN = 800, 360, 48
 BAR_COLOUR, LINE_COLOUR, AXIS_COLOUR = (52, 101, 164), (204, 0, 0), (40, 40, 40)

@@ -6,7 +6,7 @@ import math
 import os
 from pathlib import Path
 
-from onetok.data.images import atomic_write_bytes
+from onetok.files import atomic_write_bytes
 
 
 def json_safe(value):
@@ -35,16 +35,20 @@ def _format(value) -> str:
     return str(value)
 
 
-def write_markdown(path: str | os.PathLike, title: str, metrics: dict, pictures: dict[str, str],
-                   notes: list[str] = (), details: dict | None = None) -> None:
-    """A report page: a metric table, notes, then each picture (caption -> file beside the page)."""
+def write_markdown(path: str | os.PathLike, title: str, summary: dict, pictures: dict[str, str]) -> None:
+    """A report page from a summary ({"metrics", "details", "conventions", "notes"}): the metric
+    table, the settings, the conventions that change the numbers (once), notes, then each picture
+    (caption -> file beside the page)."""
     lines = [f"# {title}", "", "| metric | value |", "|---|---|"]
-    lines += [f"| {name} | {_format(value)} |" for name, value in metrics.items()]
-    if details:
+    lines += [f"| {name} | {_format(value)} |" for name, value in summary["metrics"].items()]
+    if summary.get("details"):
         lines += ["", "| setting | value |", "|---|---|"]
-        lines += [f"| {name} | {_format(value)} |" for name, value in details.items()]
-    if notes:
-        lines += [""] + [f"- {note}" for note in notes]
+        lines += [f"| {name} | {_format(value)} |" for name, value in summary["details"].items()]
+    if summary.get("conventions"):
+        lines += ["", "## Conventions", "", "| quantity | convention |", "|---|---|"]
+        lines += [f"| {name} | {text} |" for name, text in summary["conventions"].items()]
+    if summary.get("notes"):
+        lines += [""] + [f"- {note}" for note in summary["notes"]]
     for caption, file_name in pictures.items():
         lines += ["", f"## {caption}", "", f"![{caption}]({Path(file_name).name})"]
     atomic_write_bytes(path, ("\n".join(lines) + "\n").encode())

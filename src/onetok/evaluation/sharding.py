@@ -13,18 +13,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-
-def process_state():
-    """Accelerate's view of this process (one process unless started by `accelerate launch` or
-    torchrun). Without a GPU, processes join through gloo on the CPU."""
-    from accelerate import PartialState
-
-    return PartialState(cpu=not _has_gpu())
-
-
-def _has_gpu() -> bool:
-    return torch.cuda.is_available() or (hasattr(torch, "xpu") and torch.xpu.is_available()) \
-        or torch.backends.mps.is_available()
+from onetok.processes import process_state
 
 
 def global_batches(num_items: int, batch_size: int) -> list[list[int]]:

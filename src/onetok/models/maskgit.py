@@ -15,10 +15,7 @@ from torch import nn
 from ..config import GUIDANCE_DECAYS, GeneratorConfig
 from ..hub import HubMixin
 from ..precision import autocast
-
-
-class GeneratorError(ValueError):
-    """Bad arguments given to a generator."""
+from ..errors import GeneratorError
 
 
 def mask_schedule(num_tokens: int, num_steps: int) -> list[int]:
@@ -165,12 +162,12 @@ class MaskGIT(HubMixin, nn.Module):
     def generate(
         self,
         condition: torch.Tensor,
-        guidance_scale: float = 3.0,
-        guidance_decay: str = "constant",
-        guidance_scale_pow: float = 3.0,
-        randomize_temperature: float = 4.5,
+        guidance_scale: float | None = None,
+        guidance_decay: str | None = None,
+        guidance_scale_pow: float | None = None,
+        randomize_temperature: float | None = None,
         softmax_temperature_annealing: bool = False,
-        num_sample_steps: int = 8,
+        num_sample_steps: int | None = None,
         batched_guidance: bool = True,
         generators: list[torch.Generator] | None = None,
         precision: str = "fp32",
@@ -181,7 +178,15 @@ class MaskGIT(HubMixin, nn.Module):
         batch of 2B; the ids are the same, it is just faster. ``generators`` (one per
         row) make each row draw its own noise, as a batch of one would. ``precision``
         "bf16" / "auto" runs the transformer under bfloat16 autocast (logits combined in float32).
+        Sampling settings left as None take this generator's config values (``config.sampling``).
         """
+        configured = self.config.sampling
+        guidance_scale = configured["guidance_scale"] if guidance_scale is None else guidance_scale
+        guidance_decay = configured["guidance_decay"] if guidance_decay is None else guidance_decay
+        guidance_scale_pow = configured["guidance_scale_pow"] if guidance_scale_pow is None else guidance_scale_pow
+        if randomize_temperature is None:
+            randomize_temperature = configured["randomize_temperature"]
+        num_sample_steps = configured["num_sample_steps"] if num_sample_steps is None else num_sample_steps
         self._check_generate_args(condition, guidance_decay, num_sample_steps)
         if generators is not None and len(generators) != condition.shape[0]:
             raise GeneratorError(f"got {len(generators)} generators for {condition.shape[0]} rows")

@@ -12,12 +12,9 @@ from ..precision import autocast
 from .quantizers import DiagonalGaussianPosterior, VectorQuantizer
 from .vit import ResidualAttentionBlock, init_reference_weights
 from .vqgan import VQGANDecoder
+from ..errors import TokenizerError
 
 PROXY_CODEBOOK_SIZE = 1024  # MaskGIT-VQGAN codes predicted by the legacy decoder
-
-
-class TokenizerError(ValueError):
-    """Bad images or token ids given to a tokenizer."""
 
 
 def _embedding(*shape: int, width: int) -> nn.Parameter:

@@ -7,6 +7,7 @@ reference config-tree layout (`model.vq_model.*`, `dataset.preprocessing.crop_si
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import os
 import re
 import types
@@ -17,11 +18,8 @@ from typing import Any, Sequence
 
 import yaml
 
-from onetok.data.images import atomic_write_bytes
-
-
-class ConfigError(ValueError):
-    """A training config or override that cannot be used."""
+from onetok.files import atomic_write_bytes
+from onetok.errors import ConfigError
 
 
 @dataclass
@@ -130,7 +128,7 @@ def apply_override(config: TrainConfig, override: str) -> None:
     if dataclasses.is_dataclass(node):
         fields = {f.name: f for f in dataclasses.fields(node)}
         if name not in fields:
-            raise ConfigError(f"unknown config key {key.lstrip('+')!r}; known: {', '.join(fields)}")
+            raise unknown_key(key.lstrip("+"), fields)
         kind = _field_type(type(node), name)
         value = raw if kind is str else _parse_value(raw, key)  # a string field takes the text as written
         setattr(node, name, _coerce(value, kind, key))
@@ -185,8 +183,7 @@ def _build(cls: type, tree: Any, prefix: str) -> Any:
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(tree) - set(fields))
     if unknown:
-        key = f"{prefix}.{unknown[0]}" if prefix else unknown[0]
-        raise ConfigError(f"unknown config key {key!r}; known: {', '.join(fields)}")
+        raise unknown_key(f"{prefix}.{unknown[0]}" if prefix else unknown[0], fields)
     values = {}
     for name, value in tree.items():
         kind = _field_type(cls, name)
@@ -203,17 +200,35 @@ def _field_type(cls: type, name: str) -> Any:
 
 
 def _coerce(value: Any, kind: Any, key: str) -> Any:
-    """Check/convert one value to the annotated type (int, float, bool, str, tuple, optional, dict)."""
+    """Check/convert one value to the annotated type (int, float, bool, str, tuple, list, Literal,
+    optional or union, dict, a class)."""
     origin, args = typing.get_origin(kind), typing.get_args(kind)
+    if kind is Any:
+        return value
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
-        inner = [a for a in args if a is not type(None)]
-        return _coerce(value, inner[0], key)
+        errors = []
+        for alternative in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(value, alternative, key)
+            except ConfigError as err:
+                errors.append(str(err).removeprefix(f"{key} must be ").split(", got ")[0])
+        raise ConfigError(f"{key} must be {' or '.join(errors)}, got {value!r}")
+    if origin is typing.Literal:
+        if value in args:
+            return value
+        raise ConfigError(f"{key} must be {' or '.join(repr(a) for a in args)}, got {value!r}")
     if origin is tuple:
+        if args[-1:] == (Ellipsis,):
+            args = args[:1] * len(value) if isinstance(value, (list, tuple)) else args[:1]
         if not isinstance(value, (list, tuple)) or len(value) != len(args):
             raise ConfigError(f"{key} must be a list of {len(args)} values, got {value!r}")
         return tuple(_coerce(v, a, key) for v, a in zip(value, args))
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key} must be a list, got {value!r}")
+        return [_coerce(v, args[0], key) for v in value] if args else list(value)
     if origin is dict or kind is dict:
         if value is None:
             return {}
@@ -238,13 +253,63 @@ def _coerce(value: Any, kind: Any, key: str) -> Any:
         if isinstance(value, str):
             return value
         raise ConfigError(f"{key} must be a string, got {value!r}")
+    if isinstance(kind, type) and not isinstance(value, kind):
+        raise ConfigError(f"{key} must be a {kind.__name__}, got {value!r}")
     return value
+
+
+def unknown_key(key: str, known: typing.Iterable[str]) -> ConfigError:
+    """The one-line error for a key that no consumer reads, with the nearest known name."""
+    known = list(known)
+    close = difflib.get_close_matches(key.rsplit(".", 1)[-1], known, n=1, cutoff=0.6)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return ConfigError(f"unknown config key {key!r}{hint}; known: {', '.join(known)}")
+
+
+Schema = dict[str, Any]  # key -> annotated type, or a nested Schema for a sub-mapping
+
+
+def check_section(values: Any, schema: Schema, prefix: str) -> dict[str, Any]:
+    """Check a free-form section against `schema`: every key known, every value of its type.
+
+    Returns the section with the values converted (e.g. `64.0` -> 64, a list -> tuple); keys
+    absent from `values` stay absent, so consumers keep their own defaults.
+    """
+    if values is None:
+        values = {}
+    if not isinstance(values, dict):
+        raise ConfigError(f"config section {prefix!r} must be a mapping, got {values!r}")
+    checked = {}
+    for name, value in values.items():
+        key = f"{prefix}.{name}"
+        if name not in schema:
+            raise unknown_key(key, schema)
+        kind = schema[name]
+        checked[name] = check_section(value, kind, key) if isinstance(kind, dict) else _coerce(value, kind, key)
+    return checked
+
+
+def dataclass_schema(cls: type, exclude: typing.Container[str] = ()) -> Schema:
+    """The keys of a config dataclass and their types (nested dataclasses become nested schemas)."""
+    hints = typing.get_type_hints(cls)
+    return {f.name: dataclass_schema(hints[f.name]) if dataclasses.is_dataclass(hints[f.name]) else hints[f.name]
+            for f in dataclasses.fields(cls) if f.name not in exclude}
+
+
+def signature_schema(function: Any, exclude: typing.Container[str] = ()) -> Schema:
+    """The keyword arguments of a function or class (its __init__) and their annotated types."""
+    import inspect
+
+    target = function.__init__ if isinstance(function, type) else function
+    hints = typing.get_type_hints(target)
+    return {name: hints.get(name, Any) for name, p in inspect.signature(function).parameters.items()
+            if name not in exclude and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
 
 
 def _child(node: Any, part: str, path: str, create: bool) -> Any:
     if dataclasses.is_dataclass(node):
         if part not in {f.name for f in dataclasses.fields(node)}:
-            raise ConfigError(f"unknown config key {path!r}")
+            raise unknown_key(path, [f.name for f in dataclasses.fields(node)])
         return getattr(node, part)
     if isinstance(node, dict):
         if part not in node:

@@ -14,14 +14,13 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from onetok.files import cached_file, download_state_dict
+from onetok.errors import WeightsNotFoundError
+
 WEIGHTS_URL = "https://download.pytorch.org/models/convnext_small-0c510722.pth"
 WEIGHTS_ENV = "ONETOK_CONVNEXT_WEIGHTS"
 DEPTHS = (3, 3, 27, 3)
 DIMS = (96, 192, 384, 768)
-
-
-class WeightsNotFoundError(ValueError):
-    """Pretrained weights that are neither on disk nor downloadable."""
 
 
 class LayerNorm2d(nn.LayerNorm):
@@ -105,17 +104,15 @@ def convnext_small(pretrained: bool = True, weights_path: str | os.PathLike | No
 
 
 def load_convnext_small_weights(path: str | os.PathLike | None = None) -> dict[str, torch.Tensor]:
-    """From `path`, else $ONETOK_CONVNEXT_WEIGHTS, else torch hub's cache, downloading when online."""
+    """From `path`, else $ONETOK_CONVNEXT_WEIGHTS, else the onetok cache, downloading when online."""
     path = path or os.environ.get(WEIGHTS_ENV)
     if path:
         if not Path(path).is_file():
             raise WeightsNotFoundError(f"ConvNeXt-Small weights file {path} does not exist")
         return torch.load(path, map_location="cpu", weights_only=True)
     try:
-        return torch.hub.load_state_dict_from_url(
-            WEIGHTS_URL, map_location="cpu", check_hash=True, weights_only=True
-        )
-    except (OSError, RuntimeError) as err:  # URLError is an OSError; a bad hash is a RuntimeError
+        return download_state_dict(WEIGHTS_URL, check_hash=True)
+    except OSError as err:
         raise WeightsNotFoundError(
             f"cannot get ConvNeXt-Small weights ({err}); put {WEIGHTS_URL.rsplit('/', 1)[1]} in "
             f"{cached_weights_path().parent} or set ${WEIGHTS_ENV}, or use perceptual loss 'inception'"
@@ -123,5 +120,5 @@ def load_convnext_small_weights(path: str | os.PathLike | None = None) -> dict[s
 
 
 def cached_weights_path() -> Path:
-    """Where torch hub keeps (and looks for) the downloaded weights file."""
-    return Path(torch.hub.get_dir()) / "checkpoints" / WEIGHTS_URL.rsplit("/", 1)[1]
+    """Where the cache keeps (and looks for) the downloaded weights file."""
+    return cached_file(WEIGHTS_URL.rsplit("/", 1)[1])

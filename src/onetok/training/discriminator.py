@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from onetok.errors import DiscriminatorInputError
+
 
 class BlurDownsample(nn.Module):
     """Anti-aliased stride-2 downsampling: depthwise [1,3,3,1] x [1,3,3,1] / 64 filter, SAME padding."""
@@ -67,5 +69,3 @@ class NLayerDiscriminator(nn.Module):
         return self.to_logits(self.pool(h))
 
 
-class DiscriminatorInputError(ValueError):
-    """Images of the wrong shape given to the discriminator."""

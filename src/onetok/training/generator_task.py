@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from onetok.config import GeneratorConfig, check_pairing
 from onetok.data.images import make_grid
 from onetok.data.tokens import TokenDataset, tokenizer_fingerprint
 from onetok.models import MaskGIT, TiTok
@@ -29,12 +30,9 @@ from onetok.training.config import TrainConfig
 from onetok.training.logging import log
 from onetok.training.losses import MaskedTokenLoss
 from onetok.training.trainer import StepOutput, Task
+from onetok.errors import GeneratorRunError
 
 MAX_PREVIEW_CLASSES = 8
-
-
-class GeneratorRunError(ValueError):
-    """A generator config that does not fit its token folder or tokenizer."""
 
 
 class GeneratorTask(Task):
@@ -88,11 +86,13 @@ def build_run(config: TrainConfig) -> tuple[GeneratorTask, TokenDataset]:
     tokenizer = TiTok.from_pretrained(data["tokenizer"]) if data.get("tokenizer") else None
     if tokenizer is not None and tokenizer.config.is_vae:
         raise GeneratorRunError(f"dataset.tokenizer {data['tokenizer']} is a VAE: MaskGIT needs a VQ tokenizer")
-    expected = tokenizer_fingerprint(tokenizer.config.to_dict()) if tokenizer is not None else None
+    expected = tokenizer_fingerprint(tokenizer.config.to_dict(), tokenizer.state_dict()) if tokenizer is not None else None
     dataset = TokenDataset(data["tokens"], expected_hash=expected)
     if tokenizer is None:
         log.info("dataset.tokenizer is not set: no previews, and the token folder's fingerprint is trusted")
     tree = generator_tree(config, dataset, data.get("tokenizer"), crop_size=tokenizer.config.crop_size if tokenizer else None)
+    if tokenizer is not None:  # the previews decode the generator's ids with it
+        check_pairing(tokenizer.config, GeneratorConfig.from_dict(tree), data["tokenizer"], config.experiment.name)
     classes = tree["model"]["generator"]["condition_num_classes"]
     task = GeneratorTask(tree, config.losses, tokenizer, preview_classes=_preview_classes(data, classes),
                          preview_seeds=data.get("preview_seeds"))

@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from onetok.data.images import atomic_write_bytes
+from onetok.files import atomic_write_bytes
 
 log = logging.getLogger("onetok.training")
 

@@ -15,10 +15,7 @@ from torch import nn
 
 from onetok.training.discriminator import NLayerDiscriminator
 from onetok.training.perceptual import PerceptualLoss
-
-
-class LossConfigError(ValueError):
-    """Bad loss settings, or inputs of shapes a loss cannot take."""
+from onetok.errors import LossConfigError
 
 
 # --------------------------------------------------------------------------- GAN terms

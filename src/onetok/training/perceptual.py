@@ -21,15 +21,12 @@ from torch import nn
 
 from onetok.evaluation.lpips import unit_normalize
 from onetok.training import convnext
+from onetok.errors import PerceptualConfigError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 INCEPTION_LAYERS = ("Conv2d_2b_3x3", "Conv2d_4a_3x3", "Mixed_5d", "Mixed_6e", "Mixed_7c")
 INCEPTION_MIN_SIZE = 75  # smallest input whose features survive to Mixed_7c
-
-
-class PerceptualConfigError(ValueError):
-    """An unknown perceptual loss kind, or images the loss cannot take."""
 
 
 class ConvNeXtLogitLoss(nn.Module):

@@ -10,7 +10,8 @@ same batches as an uninterrupted one, and with the RNG states restored its losse
 
 Several processes: `accelerate launch --multi_gpu --num_processes N ...` (GPUs: NCCL; a machine without
 CUDA: the processes join over gloo on CPU). `accelerate launch --cpu` starts a single process unless MPI
-is set up.
+is set up, so `--cpu --num_processes N` is refused. Launched workers stop (saving a checkpoint) when
+their launcher dies. One run at a time holds an output folder (`OutputLock`).
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import contextlib
 import dataclasses
 import math
 import os
+import re
 import signal
 import threading
 import time
@@ -25,7 +27,6 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.utils import DistributedDataParallelKwargs, DistributedType, send_to_device, set_seed
@@ -34,17 +35,17 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset, default_colla
 from tqdm.auto import tqdm
 
 from onetok.data.images import make_grid, save_image
-from onetok.training.checkpoint import latest_checkpoint, load_checkpoint, preserve_rng, save_checkpoint
+from onetok.processes import cpu_only, launched_processes, mix_seed
+from onetok.training.checkpoint import (
+    OutputLock, latest_checkpoint, load_checkpoint, preserve_rng, remove_husks, save_checkpoint,
+)
 from onetok.training.config import TrainConfig, save_config
 from onetok.training.ema import EMA
 from onetok.training.logging import MetricLogger, log
 from onetok.training.schedule import build_optimizer, build_scheduler
+from onetok.errors import TrainingError
 
 StepOutput = tuple[Tensor, dict[str, float]]
-
-
-class TrainingError(ValueError):
-    """A training run that cannot start as configured."""
 
 
 class Task:
@@ -119,7 +120,7 @@ class EpochBatchSampler:
 
     def __init__(self, num_items: int, batch_size: int, seed: int, epoch: int, rank: int = 0,
                  num_processes: int = 1, start: int = 0, positions: bool = False):
-        generator = torch.Generator().manual_seed(_seed_of(seed, epoch))
+        generator = torch.Generator().manual_seed(mix_seed(seed, epoch))
         order = torch.randperm(num_items, generator=generator)
         global_batch = batch_size * num_processes
         num_batches = math.ceil(num_items / global_batch)
@@ -147,6 +148,17 @@ class Trainer:
         self.config, self.task, self.dataset, self.collate_fn = config, task, dataset, collate_fn
         self.output_dir = Path(config.experiment.output_dir)
         self.accelerator = accelerator or _make_accelerator(config)
+        self.lock = OutputLock(self.output_dir) if self.accelerator.is_main_process else None
+        try:
+            self._start(resume)
+        except BaseException:
+            self.release()
+            raise
+
+    def _start(self, resume: bool) -> None:
+        config, task, dataset = self.config, self.task, self.dataset
+        if self.accelerator.is_main_process:
+            remove_husks(self.output_dir)
         checkpoint = latest_checkpoint(self.output_dir)
         if checkpoint is not None and not resume:
             raise TrainingError(f"{self.output_dir} already holds {checkpoint.name}; resume it or use another output_dir")
@@ -159,11 +171,13 @@ class Trainer:
         for obj in self._stateful():
             self.accelerator.register_for_checkpointing(obj)
         self.last_saved_step = None
+        self.resumed_from = checkpoint
         if checkpoint is not None:
-            load_checkpoint(self.accelerator, checkpoint)
+            load_checkpoint(self.accelerator, checkpoint, expected=self._data_settings())
             self.last_saved_step = self.state.step
             log.info("resumed from %s at step %d", checkpoint, self.state.step)
-            if isinstance(dataset, IterableDataset) and not hasattr(dataset, "state_dict"):
+            if isinstance(dataset, IterableDataset) and not hasattr(dataset, "state_dict") \
+                    and not hasattr(dataset, "resumed_at"):
                 log.warning("%s is a stream without state_dict: it restarts from its beginning, so the data "
                             "order differs from an uninterrupted run", type(dataset).__name__)
         elif resume:
@@ -175,6 +189,19 @@ class Trainer:
             self.logger = MetricLogger(self.output_dir / "logs", config.experiment.log_with,
                                        resume_step=self.last_saved_step, run_name=config.experiment.name,
                                        config=config.to_dict())
+        if "LOCAL_RANK" in os.environ:  # a worker of `accelerate launch` / torchrun
+            _stop_with_launcher()
+
+    def release(self) -> None:
+        """Give the output folder back (done by train(); the kernel does it if the process dies)."""
+        if self.lock is not None:
+            self.lock.release()
+
+    def _data_settings(self) -> dict[str, int]:
+        """What the data position of a checkpoint depends on (recorded in it, compared on resume)."""
+        train = self.config.training
+        return {"batch_size": train.batch_size, "gradient_accumulation_steps": train.gradient_accumulation_steps,
+                "num_processes": self.accelerator.num_processes}
 
     # --- setup -----------------------------------------------------------------------------------
 
@@ -227,11 +254,15 @@ class Trainer:
         acc, train, seed = self.accelerator, self.config.training, self.config.experiment.seed
         # its own generator: creating the loader must not draw from the global RNG (exact resume)
         generator = torch.Generator().manual_seed(
-            _seed_of(seed, self.state.epoch, acc.process_index, self.state.batch_in_epoch))
+            mix_seed(seed, self.state.epoch, acc.process_index, self.state.batch_in_epoch))
         common = dict(num_workers=train.num_workers, collate_fn=self.collate_fn, generator=generator,
                       pin_memory=acc.device.type == "cuda")
         if isinstance(self.dataset, IterableDataset):  # streams shard themselves across processes
-            return DataLoader(self.dataset, batch_size=train.batch_size, **common)
+            stream = self.dataset
+            if hasattr(stream, "resumed_at"):  # replays its pass `epoch` up to the data position
+                stream = stream.resumed_at(self.state.epoch, self.state.batch_in_epoch, train.batch_size,
+                                           train.num_workers)
+            return DataLoader(stream, batch_size=train.batch_size, **common)
         sampler = EpochBatchSampler(len(self.dataset), train.batch_size, seed, self.state.epoch,
                                     acc.process_index, acc.num_processes, start=self.state.batch_in_epoch,
                                     positions=getattr(self.dataset, "accepts_position_keys", False))
@@ -249,6 +280,12 @@ class Trainer:
 
     def train(self) -> bool:
         """Train to max_train_steps; returns False if stopped early by Ctrl-C / SIGTERM (after saving)."""
+        try:
+            return self._train()
+        finally:
+            self.release()
+
+    def _train(self) -> bool:
         exp, acc = self.config.experiment, self.accelerator
         batches, preview_batch = self._batches(), self._preview_batch()
         meter = _Meter()
@@ -356,7 +393,7 @@ class Trainer:
             unwrapped = {name: self.accelerator.unwrap_model(self.models[name])
                          for name in ("model", "discriminator") if name in self.models}
             path = save_checkpoint(self.accelerator, self.output_dir, self.state.step, unwrapped,
-                                   keep_last=self.config.experiment.keep_last)
+                                   keep_last=self.config.experiment.keep_last, settings=self._data_settings())
         self.last_saved_step = self.state.step
         return path
 
@@ -384,16 +421,55 @@ class Trainer:
 
 def _make_accelerator(config: TrainConfig) -> Accelerator:
     train = config.training
-    launched = int(os.environ.get("WORLD_SIZE", "1"))
-    # without CUDA, processes started by `accelerate launch --multi_gpu` / torchrun talk over gloo on CPU
+    launched = launched_processes()
     accelerator = Accelerator(
-        cpu=launched > 1 and not torch.cuda.is_available(),
+        cpu=cpu_only(),
         mixed_precision=train.mixed_precision,
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=train.find_unused_parameters)],
     )
     if launched > 1 and accelerator.num_processes == 1:
         raise TrainingError(f"{launched} processes were launched but accelerate joined {accelerator.num_processes}")
+    asked = _processes_asked_of_cpu_launcher()
+    if asked > accelerator.num_processes:
+        raise TrainingError(f"`accelerate launch --cpu` started 1 process, not the {asked} asked for; use "
+                            f"`accelerate launch --multi_gpu --num_processes {asked}` (without CUDA the processes "
+                            "join over gloo on the CPU)")
     return accelerator
+
+
+def _processes_asked_of_cpu_launcher() -> int:
+    """--num_processes on the command line of the `accelerate launch --cpu` that started this process
+    (its single-process launcher ignores it); 1 when not started that way."""
+    if os.environ.get("ACCELERATE_USE_CPU", "").lower() != "true" or "WORLD_SIZE" in os.environ:
+        return 1
+    try:
+        argv = Path(f"/proc/{os.getppid()}/cmdline").read_bytes().decode(errors="replace").split("\0")
+    except OSError:
+        return 1
+    for i, arg in enumerate(argv):
+        value = arg.partition("=")[2] if arg.startswith("--num_processes=") else (
+            argv[i + 1] if arg == "--num_processes" and i + 1 < len(argv) else None)
+        if value is not None and re.fullmatch(r"\d+", value):
+            return int(value)
+    return 1
+
+
+def _stop_with_launcher(poll_s: float = 0.5, grace_s: float = 120.0) -> None:
+    """Stop this worker when its launcher dies: the launcher runs the workers in their own sessions,
+    so killing its process group leaves them running (and racing a resume). The worker gets SIGTERM
+    (save at the end of this step, stop); one still alive `grace_s` later (e.g. stuck in a collective
+    with a dead peer) exits."""
+    launcher = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == launcher:
+            time.sleep(poll_s)
+        log.warning("the launcher (pid %d) is gone: stopping this worker", launcher)
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(grace_s)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="launcher-watch", daemon=True).start()
 
 
 class _Mean:
@@ -467,6 +543,3 @@ def _eval_mode(modules: Iterator[nn.Module]) -> Iterator[None]:
             module.train(mode)
 
 
-def _seed_of(*keys: int) -> int:
-    """A 63-bit seed from several integers (e.g. seed, epoch)."""
-    return int(np.random.SeedSequence(list(keys)).generate_state(2, dtype=np.uint64)[0] >> np.uint64(1))

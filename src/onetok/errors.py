@@ -1,0 +1,99 @@
+"""Every error onetok raises, defined once, grouped by the layer that raises it.
+
+All are ValueError subclasses: the CLI turns them into one line and exit status 2.
+This module imports nothing, so every layer may use it.
+"""
+
+# ---------------------------------------------------------------- configs, checkpoints, models
+
+
+class ConfigError(ValueError):
+    """A model config tree, or a training config or override, that cannot be used."""
+
+
+class CheckpointError(ValueError):
+    """A folder, file or hub id that holds no loadable checkpoint, or one that does not fit the current run."""
+
+
+class TokenizerError(ValueError):
+    """Bad images or token ids given to a tokenizer."""
+
+
+class GeneratorError(ValueError):
+    """Bad arguments given to a generator."""
+
+
+# ---------------------------------------------------------------- data
+
+
+class ImageReadError(ValueError):
+    """A file that is missing, unreadable or not an image."""
+
+
+class DatasetError(ValueError):
+    """A dataset path or file that cannot be used."""
+
+
+class EvalInputError(ValueError):
+    """An image set that is empty, missing or of an unusable form."""
+
+
+class FetchError(ValueError):
+    """The photo pool could not be fetched (no apt-get, package version missing, ...)."""
+
+
+class TokenDatasetError(ValueError):
+    """A token folder that is missing, incomplete or inconsistent."""
+
+
+class TokenizerMismatchError(TokenDatasetError):
+    """Tokens made by another tokenizer than the one a generator is trained for."""
+
+
+# ---------------------------------------------------------------- training
+
+
+class TrainingError(ValueError):
+    """A training run that cannot start as configured."""
+
+
+class GeneratorRunError(ValueError):
+    """A generator config that does not fit its token folder or tokenizer."""
+
+
+class LossConfigError(ValueError):
+    """Bad loss settings, or inputs of shapes a loss cannot take."""
+
+
+class PerceptualConfigError(ValueError):
+    """An unknown perceptual loss kind, or images the loss cannot take."""
+
+
+class DiscriminatorInputError(ValueError):
+    """Images of the wrong shape given to the discriminator."""
+
+
+class WeightsNotFoundError(ValueError):
+    """Pretrained weights that are neither on disk nor downloadable."""
+
+
+# ---------------------------------------------------------------- evaluation
+
+
+class InceptionWeightsError(ValueError):
+    """Weights that are missing, of the wrong layout, or lack a needed layer."""
+
+
+class LPIPSWeightsError(ValueError):
+    """LPIPS weights that are missing or of the wrong layout."""
+
+
+class StatisticsError(ValueError):
+    """Statistics or feature sets that cannot be compared or read."""
+
+
+# ---------------------------------------------------------------- command line
+
+
+class PretokenizeError(ValueError):
+    """Settings that cannot be used, or an output folder made with other settings."""
