@@ -8,6 +8,7 @@ from PIL import Image
 
 from onetok import MaskGIT, TiTok
 from onetok.cli.main import main as onetok_main
+from onetok.config import preset
 from onetok.evaluation.baselines import thumbnail_baseline, thumbnail_side
 
 
@@ -40,6 +41,23 @@ def test_card_compares_with_the_thumbnail(tmp_path, sample_photos):
     loaded = TiTok.from_pretrained(tmp_path / "asset")
     assert loaded.latent_tokens.dtype == torch.float32
     assert (tmp_path / "asset" / "heldout_reconstructions.png").is_file()
+
+
+def test_variable_length_card_has_the_rate_quality_table(tmp_path, sample_photos):
+    tree = preset("titok_tiny")
+    tree["model"]["vq_model"]["variable_length"] = True
+    TiTok.from_config(tree).save_pretrained(tmp_path / "run" / "final")
+    val = np.stack([np.asarray(Image.fromarray(p).resize((64, 64))) for p in sample_photos])
+    np.save(tmp_path / "val.npy", val)
+    assert main(["tokenizer", str(tmp_path / "run"), "--val", str(tmp_path / "val.npy"),
+                 "--dest", str(tmp_path / "asset")]) == 0
+    rows = json.loads((tmp_path / "asset" / "metrics.json").read_text())["rate_quality"]
+    assert [r["num_tokens"] for r in rows] == [4, 8, 16, 32]  # K/8, K/4, K/2, K
+    assert [r["bytes_per_image"] for r in rows] == [k * 8 / 8 for k in (4, 8, 16, 32)]  # 256 codes: 8 bits each
+    card = (tmp_path / "asset" / "README.md").read_text()
+    assert "| 4 | 4 |" in card and "| 32 | 32 |" in card
+    for picture in ("rate_quality.png", "prefix_reconstructions.png"):
+        assert Image.open(tmp_path / "asset" / picture).size[0] > 100
 
 
 def test_generator_card_scores_samples_beside_reference_rows(tmp_path, sample_photos):

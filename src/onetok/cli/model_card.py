@@ -19,6 +19,7 @@ import csv
 import json
 import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -32,6 +33,7 @@ from ..data.sources import array_sidecars
 from ..evaluation.baselines import thumbnail_baseline
 from ..evaluation.fid import fid_from_features, kernel_inception_distance
 from ..evaluation.image_metrics import psnr, quantize_8bit, ssim
+from ..evaluation.plots import line_chart
 from ..evaluation.inception import load_fid_inception
 from ..models import MaskGIT, TiTok
 from ..pipeline import Pipeline, in_batches
@@ -68,16 +70,50 @@ def distances(real: np.ndarray, fake: np.ndarray) -> dict:
 
 
 @torch.no_grad()
-def compare_with_thumbnail(model: TiTok, images: torch.Tensor, batch_size: int = 16) -> dict:
+def compare_with_thumbnail(model: TiTok, images: torch.Tensor, batch_size: int = 16, num_tokens: int | None = None,
+                           real: np.ndarray | None = None) -> dict:
+    """The model from its first `num_tokens` tokens (default all) against the thumbnail of the same bytes."""
     pipeline = exact_pipeline(model)
-    recon = quantize_8bit(pipeline.reconstruct(images, batch_size))
-    budget = pipeline.bits_per_image / 8
+    k = num_tokens or model.config.num_latent_tokens
+    recon = quantize_8bit(pipeline.reconstruct(images, batch_size, num_tokens=k))
+    budget = k * model.config.bits_per_token / 8
     thumbs, side = thumbnail_baseline(images, budget)
-    real, *fakes = inception_features(images, recon, thumbs)
+    real = inception_features(images)[0] if real is None else real
+    fakes = inception_features(recon, thumbs)
     rows = {name: {"psnr": psnr(images, x).mean().item(), "ssim": ssim(images, x).mean().item(), **distances(real, f)}
             for (name, x), f in zip((("model", recon), ("thumbnail", thumbs)), fakes)}
-    return {"bytes_per_image": budget, "thumbnail_side": side, "num_images": len(images), "metrics": rows,
-            "grid": make_grid(torch.cat([images[:8], recon[:8], thumbs[:8]]), ncol=8)}
+    return {"num_tokens": k, "bytes_per_image": budget, "thumbnail_side": side, "num_images": len(images),
+            "metrics": rows, "grid": make_grid(torch.cat([images[:8], recon[:8], thumbs[:8]]), ncol=8)}
+
+
+def rate_quality(model: TiTok, images: torch.Tensor) -> list[dict]:
+    """compare_with_thumbnail at K/8, K/4, K/2 and K tokens (a variable-length model)."""
+    real = inception_features(images)[0]
+    counts = sorted({max(1, model.config.num_latent_tokens // d) for d in (8, 4, 2, 1)})
+    return [compare_with_thumbnail(model, images, num_tokens=k, real=real) for k in counts]
+
+
+def rate_quality_card(model: TiTok, images: torch.Tensor, dest: Path) -> tuple[list[dict], list[str]]:
+    """The rate-quality rows, their card section, and (written to `dest`) the PSNR plot and prefix pictures."""
+    rows = rate_quality(model, images)
+    lines = ["## Any prefix of the tokens", "",
+             "Trained with tail-token drop (`model.token_drop`): the first k tokens decode on their own, the rest "
+             "are the learned null token. Each k against the thumbnail of the same bytes, same held-out photos:", "",
+             "| tokens | bytes | PSNR model | PSNR thumbnail | SSIM model | SSIM thumbnail | KID x1000 model | "
+             "KID x1000 thumbnail |", "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        m, t = r["metrics"]["model"], r["metrics"]["thumbnail"]
+        lines.append(f"| {r['num_tokens']} | {r['bytes_per_image']:g} | {m['psnr']:.2f} | {t['psnr']:.2f} ({r['thumbnail_side']}x"
+                     f"{r['thumbnail_side']}) | {m['ssim']:.3f} | {t['ssim']:.3f} | {1000 * m['kid']:.1f} | {1000 * t['kid']:.1f} |")
+    dest.mkdir(parents=True, exist_ok=True)
+    line_chart(np.array([r["metrics"]["model"]["psnr"] - r["metrics"]["thumbnail"]["psnr"] for r in rows]),
+               dest / "rate_quality.png", "PSNR gain over the same-byte thumbnail (dB) at "
+               + ", ".join(f"{r['num_tokens']}" for r in rows) + " tokens", "token count index")
+    prefixes = torch.cat([r["grid"] for r in rows], dim=1)
+    save_image(prefixes, dest / "prefix_reconstructions.png")
+    lines += ["", "`rate_quality.png`: model PSNR minus thumbnail PSNR at each k. `prefix_reconstructions.png`: "
+              "for each k (blocks top to bottom) originals, reconstructions from k tokens, thumbnails."]
+    return rows, lines
 
 
 def training_summary(run_dir: Path) -> dict:
@@ -141,6 +177,15 @@ def tokenizer_card(args) -> int:
         f"FID {m['fid'] - t['fid']:+.1f}, KID x1000 {1000 * (m['kid'] - t['kid']):+.1f}.", "",
         "`heldout_reconstructions.png`: originals, reconstructions, thumbnails (rows).",
     ]
+    if cfg.variable_length:
+        with tempfile.TemporaryDirectory() as pictures:
+            result["rate_quality"], section = rate_quality_card(model, load_array(args.val), Path(pictures))
+            for row in result["rate_quality"]:
+                row.pop("grid")
+            ship(model, Path(args.dest), "heldout_reconstructions.png", result, train, lines + [""] + section)
+            for picture in Path(pictures).iterdir():
+                shutil.copy(picture, Path(args.dest) / picture.name)
+        return 0
     ship(model, Path(args.dest), "heldout_reconstructions.png", result, train, lines)
     return 0
 

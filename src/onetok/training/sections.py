@@ -13,6 +13,7 @@ from typing import Any, Literal
 from ..config import GeneratorConfig, TiTokConfig, VQGANConfig
 from .config import ConfigError, Schema, TrainConfig, check_section, dataclass_schema, signature_schema
 from .losses import MaskedTokenLoss, ProxyCodeLoss, ReconstructionLoss
+from .tokenizer_task import TokenDropConfig
 from .warm_start import WarmStartConfig
 
 IMAGE_TASKS = ("titok_stage1", "titok_stage2", "titok_single_stage", "vqgan")
@@ -72,8 +73,9 @@ def _model_schema(task: str) -> Schema:
     schema: Schema = {"vq_model": _titok_schema()}
     if task in ("titok_stage1", "titok_stage2"):
         schema["teacher"] = str | None  # the MaskGIT-VQGAN: a file, folder or hub id (None: the released one)
-    if task == "titok_stage2":
-        schema["init_weight"] = str
+    if task in ("titok_stage2", "titok_single_stage"):
+        schema["init_weight"] = str  # stage 2: the stage-1 run; single stage: weights to fine-tune from
+    schema["token_drop"] = dataclass_schema(TokenDropConfig)
     if task in ("titok_single_stage", "titok_stage2"):
         schema["warm_start"] = dataclass_schema(WarmStartConfig)
     return schema
