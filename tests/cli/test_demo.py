@@ -15,7 +15,9 @@ def test_demo_writes_where_it_is_told(tmp_path, capsys):
     photos = example_photos()[:2]
     assert main(["demo", "--images", *map(str, photos), "-o", str(tmp_path / "demo")]) == 0
     out = tmp_path / "demo"
-    assert sorted(p.name for p in out.iterdir()) == ["generated.png", "reconstruction.png", "report.md", "tokens.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["budget_strip.png", "generated.png", "rate_quality.json",
+                                                     "rate_quality.md", "rate_quality.png", "reconstruction.png",
+                                                     "report.md", "tokens.json"]
     assert sorted(p.relative_to(ASSETS) for p in ASSETS.rglob("*")) == before  # nothing into the package
     pipe = Pipeline.from_pretrained()
     tokens = json.loads((out / "tokens.json").read_text())

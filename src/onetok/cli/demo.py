@@ -102,7 +102,7 @@ def write_demo(out: Path, images: list[str | Path], device: str | None = None,
                   f"{rate:.2f} samples/s ({pipe.sampling['num_sample_steps']} steps): `generated.png`.",
                   "Classes: " + ", ".join(pipe.class_names[c] for c in shown)]
     atomic_write_bytes(out / "report.md", ("\n".join(lines) + "\n").encode())
-    names = ["reconstruction.png", "tokens.json", "budget_strip.png", "rate_quality.md", "rate_quality.png",
+    names = ["reconstruction.png", "tokens.json", "budget_strip.png", "rate_quality.md", "rate_quality.json", "rate_quality.png",
              *(["generated.png"] if pipe.generator is not None else []), "report.md"]
     return lines, [out / name for name in names]
 
