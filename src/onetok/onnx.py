@@ -54,20 +54,24 @@ def graph_files(folder: Path, part: dict, what: str, int8: bool) -> dict:
     return part["files"][kind]
 
 
+def open_part(folder: str | os.PathLike, what: str, int8: bool, threads: int | None) -> tuple[dict, dict]:
+    """(the meta of the exported part `what`, one ONNX Runtime session per graph of it)."""
+    meta = read_meta(folder)
+    if what not in meta:
+        raise OnnxModelError(f"{folder}: this export holds no {what}")
+    files = graph_files(Path(folder), meta[what], what, int8)
+    return meta[what], {name: session(Path(folder) / file, threads) for name, file in files.items()}
+
+
 class OnnxTokenizer:
     """Encoder (images -> ids, nearest-code search in float32) and decoder (ids -> images)."""
 
     def __init__(self, folder: str | os.PathLike, int8: bool = False, threads: int | None = None):
         self.folder = Path(folder)
-        meta = read_meta(self.folder)
-        if "tokenizer" not in meta:
-            raise OnnxModelError(f"{folder}: this export holds no tokenizer")
-        self.meta = meta["tokenizer"]
+        self.meta, sessions = open_part(folder, "tokenizer", int8, threads)
         self.crop_size, self.num_tokens = self.meta["crop_size"], self.meta["num_tokens"]
         self.codebook_size = self.meta["codebook_size"]
-        files = graph_files(self.folder, self.meta, "tokenizer", int8)
-        self.encoder = session(self.folder / files["encoder"], threads)
-        self.decoder = session(self.folder / files["decoder"], threads)
+        self.encoder, self.decoder = sessions["encoder"], sessions["decoder"]
 
     def tokenize(self, images) -> np.ndarray:
         """(B, 3, H, W) floats in [0, 1] -> ids (B, K) int64."""
@@ -97,12 +101,8 @@ class OnnxGenerator:
 
     def __init__(self, folder: str | os.PathLike, int8: bool = False, threads: int | None = None):
         self.folder = Path(folder)
-        meta = read_meta(self.folder)
-        if "generator" not in meta:
-            raise OnnxModelError(f"{folder}: this export holds no generator")
-        self.meta = meta["generator"]
-        files = graph_files(self.folder, self.meta, "generator", int8)
-        self.step = session(self.folder / files["step"], threads)
+        self.meta, sessions = open_part(folder, "generator", int8, threads)
+        self.step = sessions["step"]
         self.num_tokens, self.num_classes = self.meta["num_tokens"], self.meta["num_classes"]
         self.mask_token_id = self.meta["mask_token_id"]
 

@@ -33,10 +33,6 @@ def add_runtime_args(parser, batch_flag: str = "--batch-size", batch_default: in
     parser.add_argument(batch_flag, type=int, default=batch_default, help="images per forward pass")
 
 
-def add_num_tokens_arg(parser, help: str) -> None:
-    parser.add_argument("--num-tokens", type=int, metavar="K", help=help)
-
-
 def check_positive(value: int, flag: str) -> int:
     if value < 1:
         raise CommandError(f"{flag} must be at least 1, got {value}")
@@ -233,29 +229,24 @@ def cmd_info(args) -> int:
 
 
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("tokenize", help="images -> token ids")
-    p.add_argument("images", nargs="+")
-    p.add_argument("--model", help="checkpoint folder, preset or hub id (default: the shipped model)")
-    p.add_argument("-o", "--output", default="tokens.json", help=".json or .npy")
-    add_num_tokens_arg(p, "keep the first K tokens of each image (default: all)")
-    add_runtime_args(p)
-    p.set_defaults(func=cmd_tokenize)
-
-    p = subparsers.add_parser("detokenize", help="token ids -> images")
-    p.add_argument("tokens", help="a .json or .npy written by `onetok tokenize`")
-    p.add_argument("--model")
-    p.add_argument("-o", "--output", required=True, help="output folder")
-    add_num_tokens_arg(p, "decode only the first K tokens of each image (default: all in the file)")
-    add_runtime_args(p)
-    p.set_defaults(func=cmd_detokenize)
-
-    p = subparsers.add_parser("reconstruct", help="originals beside reconstructions, with PSNR")
-    p.add_argument("images", nargs="+")
-    p.add_argument("--model")
-    p.add_argument("-o", "--output", default="reconstruction.png")
-    add_num_tokens_arg(p, "reconstruct from the first K tokens only (default: all)")
-    add_runtime_args(p)
-    p.set_defaults(func=cmd_reconstruct)
+    # the three commands of one tokenizer: (name, help, handler, input, -o, --num-tokens help)
+    tokenizer_commands = [
+        ("tokenize", "images -> token ids", cmd_tokenize, ("images", {"nargs": "+"}),
+         {"default": "tokens.json", "help": ".json or .npy"}, "keep the first K tokens of each image (default: all)"),
+        ("detokenize", "token ids -> images", cmd_detokenize,
+         ("tokens", {"help": "a .json or .npy written by `onetok tokenize`"}),
+         {"required": True, "help": "output folder"}, "decode only the first K tokens of each image (default: all in the file)"),
+        ("reconstruct", "originals beside reconstructions, with PSNR", cmd_reconstruct, ("images", {"nargs": "+"}),
+         {"default": "reconstruction.png"}, "reconstruct from the first K tokens only (default: all)"),
+    ]
+    for name, help_text, func, (input_name, input_kw), output_kw, num_tokens_help in tokenizer_commands:
+        p = subparsers.add_parser(name, help=help_text)
+        p.add_argument(input_name, **input_kw)
+        p.add_argument("--model", help="checkpoint folder, preset or hub id (default: the shipped model)")
+        p.add_argument("-o", "--output", **output_kw)
+        p.add_argument("--num-tokens", type=int, metavar="K", help=num_tokens_help)
+        add_runtime_args(p)
+        p.set_defaults(func=func)
 
     p = subparsers.add_parser("generate", help="class-conditional images from a MaskGIT generator")
     p.add_argument("--tokenizer", help="default: the shipped tokenizer")

@@ -126,31 +126,17 @@ class MaskGITVQGAN(HubMixin, nn.Module):
 
     config_class = VQGANConfig
 
-    def __init__(
-        self,
-        channel_mult=(1, 1, 2, 2, 4),
-        num_resolutions: int = 5,
-        dropout: float = 0.0,
-        hidden_channels: int = 128,
-        num_channels: int = 3,
-        num_res_blocks: int = 2,
-        resolution: int = 256,
-        z_channels: int = 256,
-        num_embeddings: int = 1024,
-        embedding_dim: int = 256,
-    ):
+    def __init__(self, config: VQGANConfig | None = None, **fields):
+        """A config, or its fields as keywords (`MaskGITVQGAN(hidden_channels=32, ...)`); none: the released model's."""
         super().__init__()
-        self.config = VQGANConfig(
-            channel_mult, num_resolutions, dropout, hidden_channels, num_channels,
-            num_res_blocks, resolution, z_channels, num_embeddings, embedding_dim,
-        )
+        self.config = config if config is not None else VQGANConfig(**fields)
         self.encoder = VQGANEncoder(self.config)
         self.decoder = VQGANDecoder(self.config)
-        self.quantize = VectorQuantizer(num_embeddings, embedding_dim, commitment_cost=0.25)
+        self.quantize = VectorQuantizer(self.config.num_embeddings, self.config.embedding_dim, commitment_cost=0.25)
 
     @classmethod
     def _build(cls, config: VQGANConfig) -> "MaskGITVQGAN":
-        return cls(**config.to_dict())
+        return cls(config)
 
     @classmethod
     def from_pretrained(cls, path=None, revision: str | None = None) -> "MaskGITVQGAN":
