@@ -62,6 +62,18 @@ def improved(losses):
     return np.mean(losses[-3:]) < np.mean(losses[:3])
 
 
+
+def resume_copy(run_dir, parts, leftovers, photo_folder) -> Trainer:
+    """A copy of a finished run without `leftovers` (its last checkpoint and final), resumed."""
+    shutil.copytree(run_dir, parts)
+    for leftover in leftovers:
+        shutil.rmtree(parts / leftover)
+    tree = yaml.safe_load((parts / "config.yaml").read_text())
+    tree["experiment"]["output_dir"] = str(parts)
+    config = config_from_dict(tree)
+    dataset = build_dataset(photo_folder, transform=build_transform(True, 64, scale=(0.5, 1.0)))
+    return Trainer(config, build_task(config), dataset, resume=True)
+
 def test_stage1_then_stage2(tmp_path, photo_folder, teacher_dir):
     losses, stage1 = run(tmp_path, photo_folder, "titok_stage1", model={"vq_model": dict(VQ), "teacher": str(teacher_dir)})
     assert losses[0] == pytest.approx(np.log(1024), abs=0.3)  # CE starts near ln(1024)
@@ -137,16 +149,8 @@ def test_warm_start_resumes_exactly_inside_the_kmeans_window(tmp_path, photo_fol
     _, whole = run(tmp_path / "whole", photo_folder, "titok_single_stage", steps=8,
                    model={"vq_model": dict(VQ), "warm_start": warm_start},
                    losses={"perceptual_loss": "none", "discriminator_weight": 0.0}, save_every=4)
-    run_dir = whole.parent
     parts = tmp_path / "parts" / "titok_single_stage"
-    shutil.copytree(run_dir, parts)
-    for leftover in ("checkpoint-8", "final"):
-        shutil.rmtree(parts / leftover)
-    tree = yaml.safe_load((parts / "config.yaml").read_text())
-    tree["experiment"]["output_dir"] = str(parts)
-    config = config_from_dict(tree)
-    dataset = build_dataset(photo_folder, transform=build_transform(True, 64, scale=(0.5, 1.0)))
-    resumed = Trainer(config, build_task(config), dataset, resume=True)
+    resumed = resume_copy(whole.parent, parts, ("checkpoint-8", "final"), photo_folder)
     assert resumed.state.step == 4 and len(resumed.task.seeder.latents) == 2  # steps 2 and 3 were collected
     assert resumed.train()
     expected, got = load_file(whole / "model.safetensors"), load_file(parts / "final" / "model.safetensors")
@@ -219,14 +223,7 @@ def test_token_drop_resumes_exactly(tmp_path, photo_folder):
     _, whole = run(tmp_path / "whole", photo_folder, "titok_single_stage", steps=6, model=model, losses=losses,
                    save_every=3)
     parts = tmp_path / "parts" / "titok_single_stage"
-    shutil.copytree(whole.parent, parts)
-    for leftover in ("checkpoint-6", "final"):
-        shutil.rmtree(parts / leftover)
-    tree = yaml.safe_load((parts / "config.yaml").read_text())
-    tree["experiment"]["output_dir"] = str(parts)
-    config = config_from_dict(tree)
-    dataset = build_dataset(photo_folder, transform=build_transform(True, 64, scale=(0.5, 1.0)))
-    resumed = Trainer(config, build_task(config), dataset, resume=True)
+    resumed = resume_copy(whole.parent, parts, ("checkpoint-6", "final"), photo_folder)
     assert resumed.state.step == 3 and resumed.train()
     expected, got = load_file(whole / "model.safetensors"), load_file(parts / "final" / "model.safetensors")
     assert "decoder.null_token" in got and all(torch.equal(expected[k], got[k]) for k in expected)
