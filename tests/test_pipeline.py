@@ -7,7 +7,7 @@ from PIL import Image
 
 from onetok import MaskGIT, Pipeline, precision
 from onetok.config import ConfigError
-from onetok.pipeline import PipelineError
+from onetok.errors import PipelineError
 
 EXAMPLES = sorted((Path(__file__).parents[1] / "src/onetok/assets/examples").glob("*.jpg"))
 

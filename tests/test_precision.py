@@ -4,7 +4,8 @@ import torch
 
 from onetok import precision
 from onetok.models.quantizers import VectorQuantizer
-from onetok.precision import PrecisionError, autocast, has_fast_bf16, resolve_precision
+from onetok.errors import PrecisionError
+from onetok.precision import autocast, has_fast_bf16, resolve_precision
 
 
 @pytest.mark.parametrize("flags, expected", [("fpu sse avx2", "fp32"), ("avx512f avx512_bf16", "bf16"),

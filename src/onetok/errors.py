@@ -23,6 +23,10 @@ class GeneratorError(ValueError):
     """Bad arguments given to a generator."""
 
 
+class PrecisionError(ValueError):
+    """An unknown precision name."""
+
+
 # ---------------------------------------------------------------- data
 
 
@@ -42,6 +46,10 @@ class FetchError(ValueError):
     """The photo pool could not be fetched (no apt-get, package version missing, ...)."""
 
 
+class CorruptShardError(DatasetError):
+    """A tar shard that cannot be read to its end (truncated, scrambled)."""
+
+
 class TokenDatasetError(ValueError):
     """A token folder that is missing, incomplete or inconsistent."""
 
@@ -55,6 +63,10 @@ class TokenizerMismatchError(TokenDatasetError):
 
 class TrainingError(ValueError):
     """A training run that cannot start as configured."""
+
+
+class OutputInUseError(ValueError):
+    """Another live training run holds the output folder."""
 
 
 class GeneratorRunError(ValueError):
@@ -96,8 +108,40 @@ class RateQualityError(ValueError):
     """Token budgets or a model that a rate–quality evaluation cannot use."""
 
 
-# ---------------------------------------------------------------- command line
+# ---------------------------------------------------------------- the Pipeline and its front-ends
+
+
+class PipelineError(ValueError):
+    """Something a Pipeline cannot do with what it was given; the message is one line."""
+
+
+class CommandError(ValueError):
+    """A user error the CLI reports in one line."""
+
+
+class SampleError(ValueError):
+    """Arguments `onetok sample` cannot use."""
 
 
 class PretokenizeError(ValueError):
     """Settings that cannot be used, or an output folder made with other settings."""
+
+
+class AppInputError(ValueError):
+    """Something the user gave the app that it cannot use; the message is shown in the page."""
+
+
+class UploadError(AppInputError):
+    """An upload that is not an image, or too large."""
+
+
+class TokenEditError(AppInputError):
+    """A token position or id out of range."""
+
+
+class GenerationError(AppInputError):
+    """Generation settings out of range."""
+
+
+class ModelLoadError(AppInputError):
+    """A tokenizer or generator the app cannot serve."""

@@ -28,6 +28,7 @@ from PIL import Image
 from .config import check_pairing
 from .data.images import load_image, pil_to_tensor, resize_center_crop, to_rgb
 from .data.tokens import tokenizer_fingerprint
+from .errors import PipelineError
 from .fast import optimize_for_inference
 from .int8 import quantize_linear_int8
 from .hub import default_generator_path, default_tokenizer_path
@@ -36,10 +37,6 @@ from .precision import resolve_precision
 from .sampling import SAMPLING_KEYS, generate_seeded, sample_seed
 
 ImageInput = str | os.PathLike | Image.Image | torch.Tensor | Sequence
-
-
-class PipelineError(ValueError):
-    """Something a Pipeline cannot do with what it was given; the message is one line."""
 
 
 def default_device() -> str:

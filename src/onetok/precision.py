@@ -14,14 +14,12 @@ import contextlib
 
 import torch
 
+from .errors import PrecisionError
+
 PRECISIONS = ("fp32", "bf16", "auto")  # what the CLI commands offer
 # library only: the model must first pass through onetok.fast.optimize_for_inference(model, "int8")
 QUANTIZED = ("int8",)
 ALIASES = {"float32": "fp32", "bfloat16": "bf16"}
-
-
-class PrecisionError(ValueError):
-    """An unknown precision name."""
 
 
 def cpu_flags() -> str:

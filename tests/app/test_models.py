@@ -5,7 +5,8 @@ import pytest
 
 import onetok
 from onetok.app.logic import preprocess_upload
-from onetok.app.models import ModelLoadError, load_models, wrap_generator, wrap_tokenizer
+from onetok.errors import ModelLoadError
+from onetok.app.models import load_models, wrap_generator, wrap_tokenizer
 from onetok.hub import example_photos
 
 from .conftest import tiny_tree

@@ -16,8 +16,10 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
+
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from onetok.errors import GenerationError, TokenEditError, UploadError
 from onetok.evaluation.image_metrics import psnr as image_psnr
 from onetok.data.images import make_grid, pil_to_tensor, resize_center_crop, tensor_to_uint8, to_rgb
 from onetok.pipeline import Pipeline
@@ -28,22 +30,6 @@ GRID_COLUMNS = 8
 MAX_IMAGES_PER_RUN = 16
 
 Progress = Callable[[float, str], None]
-
-
-class AppInputError(ValueError):
-    """Something the user gave the app that it cannot use; the message is shown in the page."""
-
-
-class UploadError(AppInputError):
-    """An upload that is not an image, or too large."""
-
-
-class TokenEditError(AppInputError):
-    """A token position or id out of range."""
-
-
-class GenerationError(AppInputError):
-    """Generation settings out of range."""
 
 
 def _no_progress(fraction: float, message: str) -> None:

@@ -8,12 +8,8 @@ from pathlib import Path
 import torch
 
 from onetok import hub
-from onetok.app.logic import AppInputError
+from onetok.errors import ModelLoadError
 from onetok.pipeline import Pipeline, shipped_generator_exists
-
-
-class ModelLoadError(AppInputError):
-    """A tokenizer or generator the app cannot serve."""
 
 
 @dataclass

@@ -10,16 +10,12 @@ import numpy as np
 import torch
 
 from ..data.images import ImageReadError, make_grid, open_rgb, save_image
+from ..errors import CommandError
 from ..evaluation.image_metrics import psnr
 from ..files import atomic_save_npy, atomic_write_bytes
-from ..hub import default_generator_path, default_tokenizer_path
-from ..models import MaskGIT, TiTok
-from ..pipeline import Pipeline, default_device, load_model
+from ..hub import default_generator_path
+from ..pipeline import Pipeline
 from ..precision import PRECISIONS
-
-
-class CommandError(ValueError):
-    """A user error the CLI reports in one line."""
 
 
 # ---------------------------------------------------------------- shared pieces
@@ -53,16 +49,6 @@ def check_num_tokens(pipe: Pipeline, value: int | None, available: int | None = 
 def load_pipeline(args, tokenizer: str | None, generator: str | None | bool = False) -> Pipeline:
     """The Pipeline a command runs on (None: the shipped model; generator False: none)."""
     return Pipeline.from_pretrained(tokenizer, generator, device=args.device, precision=args.precision)
-
-
-def load_tokenizer(path: str | None, device: str | None = None):
-    """A tokenizer alone, loaded as a Pipeline loads it (None: the shipped model)."""
-    return load_model(TiTok, path, default_tokenizer_path, str(device or default_device()))[0]
-
-
-def load_generator(path: str | None, device: str | None = None):
-    """A generator alone, loaded as a Pipeline loads it (None: the shipped model)."""
-    return load_model(MaskGIT, path, default_generator_path, str(device or default_device()))[0]
 
 
 def read_images(paths: list[str], size: int) -> tuple[list[str], torch.Tensor, list[str]]:

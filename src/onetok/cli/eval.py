@@ -47,9 +47,11 @@ def _print_summary(result: dict, out_dir: str | None) -> None:
 def cmd_recon(args) -> int:
     from ..evaluation.recon import evaluate_reconstruction
     from ..processes import process_state
-    from .core import check_writable, load_tokenizer
+    from ..pipeline import Pipeline
+    from .core import check_writable
 
-    model = load_tokenizer(args.model, "cpu")
+    # exact float32 on the CPU, as the reference scores; the Pipeline loads and checks the model
+    model = Pipeline.from_pretrained(args.model, generator=False, device="cpu", precision="fp32").tokenizer
     if args.num_tokens:  # bad counts are refused before the output folder is made
         from ..evaluation.rate_quality import parse_token_counts
 
@@ -123,20 +125,22 @@ def cmd_stats(args) -> int:
 def cmd_throughput(args) -> int:
     from ..evaluation.report import write_json
     from ..evaluation.throughput import measure_throughput
-    from .core import check_writable, load_generator, load_tokenizer
+    from ..pipeline import Pipeline
+    from .core import check_writable
 
     if args.output:
         check_writable(Path(args.output), (".json",))
-    tokenizer = load_tokenizer(args.model, args.device).eval()
-    generator = load_generator(args.generator, args.device).eval() if args.generator else None
+    # the Pipeline checks the pair fits and resolves "auto" by the one rule
+    pipe = Pipeline.from_pretrained(args.model, generator=args.generator or False, device=args.device,
+                                    precision=args.precision)
     sizes = [int(s) for s in args.batch_sizes.split(",") if s.strip()]
-    rows = measure_throughput(tokenizer, sizes, generator, args.precision, args.warmup, args.iters)
-    print(f"{'task':<11} {'batch':>5} {'images/s':>10} {'s/batch':>9} {'peak MB':>9}   ({args.device})")
+    rows = measure_throughput(pipe.tokenizer, sizes, pipe.generator, pipe.precision, args.warmup, args.iters)
+    print(f"{'task':<11} {'batch':>5} {'images/s':>10} {'s/batch':>9} {'peak MB':>9}   ({args.device}, {pipe.precision})")
     for row in rows:
         print(f"{row['task']:<11} {row['batch_size']:>5} {row['images_per_second']:>10.2f} "
               f"{row['seconds_per_batch']:>9.4f} {row['peak_memory_mb']:>9.1f}")
     if args.output:
-        write_json(args.output, {"device": args.device, "precision": args.precision, "rows": rows})
+        write_json(args.output, {"device": args.device, "precision": pipe.precision, "rows": rows})
     return 0
 
 

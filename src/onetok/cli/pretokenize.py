@@ -18,13 +18,13 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
 from ..files import atomic_write_bytes
-from ..data.shards import CorruptShardError, ShardDataset
+from ..data.shards import ShardDataset
 from ..data.datasets import build_dataset
 from ..data.tokens import finished_shards, save_token_shard, tokenizer_fingerprint, write_token_manifest
 from ..data.transforms import EvalTransform
-from ..precision import PRECISIONS, autocast, resolve_precision
+from ..precision import PRECISIONS, autocast
 from ..processes import process_state
-from ..errors import PretokenizeError
+from ..errors import CorruptShardError, PretokenizeError
 
 SETTINGS = "pretokenize.json"
 
@@ -119,7 +119,7 @@ def pretokenize(tokenizer, data: str, out: str | os.PathLike, flip: bool = False
             try:
                 ids, labels = tokenize_unit(tokenizer, units[index], flip, batch_size, workers, precision, progress)
             except CorruptShardError as err:  # (from a DataLoader worker: with its traceback appended)
-                broken[index] = str(err).strip().splitlines()[-1].removeprefix("onetok.data.shards.CorruptShardError: ")
+                broken[index] = str(err).strip().splitlines()[-1].removeprefix(f"{CorruptShardError.__module__}.CorruptShardError: ")
                 continue
             save_token_shard(out, index, ids, labels, cfg.codebook_size)
     state.wait_for_everyone()
@@ -137,16 +137,16 @@ def pretokenize(tokenizer, data: str, out: str | os.PathLike, flip: bool = False
 
 
 def cmd_pretokenize(args) -> int:
-    from .core import load_tokenizer
+    from ..pipeline import Pipeline
 
     check_sizes(args.shard_size, args.batch_size)  # before the tokenizer loads
     state = process_state()
-    device = args.device or state.device
-    tokenizer = load_tokenizer(args.tokenizer, device).eval()
+    # int8 is not offered here: tokens for training come from the float weights
+    pipe = Pipeline.from_pretrained(args.tokenizer, generator=False, device=args.device or state.device,
+                                    precision=args.precision)
     started = time.perf_counter()
-    manifest = pretokenize(tokenizer, args.data, args.output, flip=args.flip, batch_size=args.batch_size,
-                           shard_size=args.shard_size, workers=args.workers,
-                           precision=resolve_precision(args.precision, device), state=state)
+    manifest = pretokenize(pipe.tokenizer, args.data, args.output, flip=args.flip, batch_size=args.batch_size,
+                           shard_size=args.shard_size, workers=args.workers, precision=pipe.precision, state=state)
     if manifest is not None:
         seconds = time.perf_counter() - started
         print(f"{manifest['count']} token sequences ({len(manifest['class_names'])} classes) in "

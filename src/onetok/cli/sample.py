@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from ..config import GUIDANCE_DECAYS
 from ..data.images import make_grid, save_image, tensor_to_uint8
+from ..errors import SampleError
 from ..hub import default_generator_path
 from ..pipeline import Pipeline
 from ..precision import PRECISIONS
@@ -28,10 +29,6 @@ from .core import PRECISION_HELP, check_writable
 PARTS = ".parts"
 GRID_CLASSES, GRID_PER_CLASS = 16, 8
 NPZ_CHUNK_ROWS = 256
-
-
-class SampleError(ValueError):
-    """Arguments `onetok sample` cannot use."""
 
 
 def parse_classes(spec: str, pipe: Pipeline) -> list[int]:

@@ -19,8 +19,9 @@ from typing import Iterable, Iterator, Sequence
 
 from torch.utils.data import IterableDataset, get_worker_info
 
-from .images import ImageReadError, open_rgb
+from ..errors import CorruptShardError
 from ..files import atomic_write_bytes
+from .images import ImageReadError, open_rgb
 from ..processes import rank_and_world_size
 from .sources import DatasetError, Transform, read_file_list, scan_folder, skip_log, to_tensor
 from .transforms import sample_generator
@@ -139,10 +140,6 @@ def _shuffled(samples: Iterable[dict], size: int, rng: random.Random) -> Iterato
             yield buffer.pop(rng.randrange(len(buffer)))
     rng.shuffle(buffer)
     yield from buffer
-
-
-class CorruptShardError(DatasetError):
-    """A tar shard that cannot be read to its end (truncated, scrambled)."""
 
 
 class ShardDataset(IterableDataset):

@@ -35,7 +35,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from onetok.files import atomic_write_bytes
-from onetok.errors import CheckpointError
+from onetok.errors import CheckpointError, OutputInUseError
 
 PREFIX = "checkpoint-"
 MARKER = "checkpoint.json"
@@ -52,10 +52,6 @@ class IncompleteCheckpointWarning(UserWarning):
 
 class InexactResumeWarning(UserWarning):
     """A resume that cannot continue exactly as the uninterrupted run would have."""
-
-
-class OutputInUseError(ValueError):
-    """Another live training run holds the output folder."""
 
 
 class OutputLock:
