@@ -42,3 +42,18 @@ def test_download_reads_the_cached_copy_and_fails_in_one_line_offline(tmp_path, 
     assert torch.equal(state["w"], torch.ones(2))
     with pytest.raises(OSError, match="could not download http://127.0.0.1:9/weights/missing.pth"):
         files.download_state_dict("http://127.0.0.1:9/weights/missing.pth")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["w.pth"]  # nothing half-written left behind
+
+
+def test_fetch_file_prefers_the_cache_then_the_other_places(tmp_path, monkeypatch):
+    monkeypatch.setenv("ONETOK_CACHE", str(tmp_path / "cache"))
+    elsewhere = tmp_path / "wheel" / "vgg.pth"
+    elsewhere.parent.mkdir()
+    elsewhere.write_bytes(b"heads")
+    url = "http://127.0.0.1:9/v0.1/vgg.pth"
+    assert files.fetch_file(url, "lpips_vgg.pth", elsewhere=[tmp_path / "absent.pth", elsewhere]) == elsewhere
+    (tmp_path / "cache").mkdir()
+    (tmp_path / "cache" / "lpips_vgg.pth").write_bytes(b"cached")
+    assert files.fetch_file(url, "lpips_vgg.pth", elsewhere=[elsewhere]) == tmp_path / "cache" / "lpips_vgg.pth"
+    with pytest.raises(OSError, match="could not download http://127.0.0.1:9/v0.1/vgg.pth"):
+        files.fetch_file(url, sha256="00" * 32)

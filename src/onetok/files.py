@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -59,13 +61,28 @@ def cached_file(name: str) -> Path:
     return cache_root() / name
 
 
-def download_state_dict(url: str, file_name: str | None = None, check_hash: bool = False) -> dict[str, torch.Tensor]:
-    """The state dict at `url`, downloaded once into the cache folder; OSError when it cannot be fetched."""
-    name = file_name or url.rsplit("/", 1)[1]
-    cache_root().mkdir(parents=True, exist_ok=True)
-    try:
-        return torch.hub.load_state_dict_from_url(url, model_dir=str(cache_root()), file_name=name,
-                                                  map_location="cpu", progress=False, check_hash=check_hash,
-                                                  weights_only=True)
+def fetch_file(url: str, name: str | None = None, sha256: str | None = None, elsewhere: Iterable[Path] = ()) -> Path:
+    """The file `name` (default: the url's last part): the cached copy, else the first existing path of
+    `elsewhere`, else downloaded into the cache. A download is checked against `sha256` (a digest or a
+    prefix of one) and lands whole or not at all. OSError when it cannot be fetched.
+    """
+    target = cached_file(name or url.rsplit("/", 1)[1])
+    for path in [target, *elsewhere]:
+        if path.is_file():
+            return path
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:  # torch downloads to a temporary file and moves it into place
+        torch.hub.download_url_to_file(url, str(target), hash_prefix=sha256, progress=True)
     except (OSError, RuntimeError) as err:  # URLError is an OSError; a bad hash is a RuntimeError
         raise OSError(f"could not download {url} ({err})") from None
+    return target
+
+
+def download_state_dict(url: str, file_name: str | None = None, check_hash: bool = False) -> dict[str, torch.Tensor]:
+    """The state dict at `url`, downloaded once into the cache folder; OSError when it cannot be fetched.
+
+    `check_hash`: the file name carries a SHA-256 prefix (`name-<hex>.pth`, torchvision's convention).
+    """
+    name = file_name or url.rsplit("/", 1)[1]
+    prefix = re.search(r"-([a-f0-9]+)\.", name) if check_hash else None
+    return torch.load(fetch_file(url, name, prefix and prefix.group(1)), map_location="cpu", weights_only=True)

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from onetok.files import cache_root
+from onetok.files import cache_root, fetch_file
 from onetok.errors import LPIPSWeightsError
 
 HEADS_BASE_URL = "https://github.com/richzhang/PerceptualSimilarity/raw/master/lpips/weights/v0.1"
@@ -241,17 +241,7 @@ def _read(path: Path) -> dict[str, torch.Tensor]:
 
 
 def _find_or_fetch(url: str, name: str, sha256: str, elsewhere: list[Path]) -> Path:
-    """The cached file, else the first existing file of `elsewhere`, else a download into the cache."""
-    for path in [cache_root() / name, *elsewhere]:
-        if path.is_file():
-            return path
-    import urllib.error
-
-    target = cache_root() / name
-    target.parent.mkdir(parents=True, exist_ok=True)
     try:
-        # torch writes to a temporary file and moves it into place: no half-written cache entry
-        torch.hub.download_url_to_file(url, str(target), hash_prefix=sha256, progress=True)
-    except (urllib.error.URLError, RuntimeError, OSError) as err:
-        raise LPIPSWeightsError(f"could not download {url} ({err}); put the file at {target} instead") from None
-    return target
+        return fetch_file(url, name, sha256, elsewhere)
+    except OSError as err:
+        raise LPIPSWeightsError(f"{err}; put the file at {cache_root() / name} instead") from None
