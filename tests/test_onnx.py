@@ -11,7 +11,7 @@ import torch
 
 pytest.importorskip("onnxruntime")
 
-from onetok import MaskGIT, TiTok
+from onetok import MaskGIT, TiTok, preset
 from onetok.cli.main import main
 from onetok.data.images import load_image
 from onetok.export import export_onnx
@@ -65,6 +65,24 @@ def test_float32_onnx_tokenizer_matches_torch_on_the_shipped_model(shipped):
     assert agreement(onnx.tokenize(images.numpy()), ids) >= 0.99
     # batch of a size never seen at export: the batch dimension is dynamic
     assert psnr(onnx.detokenize(ids[:3].numpy()), tokenizer.detokenize(ids[:3])) >= 40
+
+
+def test_variable_length_decoder_exports_every_prefix_length(tmp_path):
+    tree = preset("titok_tiny")
+    tree["model"]["vq_model"].update(variable_length=True, decoder_head="conv", decoder_head_channels=8)
+    torch.manual_seed(0)
+    model = TiTok.from_config(tree).eval()
+    with torch.no_grad():
+        model.decoder.null_token.normal_()  # a trained null token, not the zero one
+    export_onnx(tmp_path, tokenizer=model)
+    onnx = OnnxTokenizer(tmp_path)
+    images = photos(model.config.crop_size)
+    ids = model.tokenize(images)
+    assert agreement(onnx.tokenize(images.numpy(), num_tokens=5), ids[:, :5]) >= 0.99
+    for k in (1, 5, model.config.num_latent_tokens):
+        assert psnr(onnx.detokenize(ids[:, :k].numpy()), model.detokenize(ids[:, :k])) >= 40
+    with pytest.raises(OnnxModelError, match="1 <= k <= 32"):
+        onnx.detokenize(np.zeros((1, 33), dtype=np.int64))
 
 
 def test_int8_onnx_tokenizer_stays_close_on_the_shipped_model(shipped):

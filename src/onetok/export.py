@@ -4,7 +4,9 @@ Three graphs, each with a dynamic batch dimension:
 
 * encoder.onnx: images (B, 3, H, W) in [0, 1] -> ids (B, K); the nearest-code search is in
   the graph and stays float32.
-* decoder.onnx: ids (B, K) -> images (B, 3, H, W) clamped to [0, 1].
+* decoder.onnx: ids (B, K) -> images (B, 3, H, W) clamped to [0, 1]. A variable-length model's
+  decoder also takes num_tokens (B,): positions from there on get the null token, so one
+  fixed-shape graph decodes every prefix length (the runner pads the ids).
 * generator_step.onnx: ids (B, K), classes (B,), guidance (B,) -> guided logits (B, K, N),
   the conditional and unconditional passes in one batch: cond + (cond - uncond) * guidance.
 
@@ -49,6 +51,15 @@ class _Decoder(nn.Module):
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         return self.model.decode_tokens(ids).float().clamp(0.0, 1.0)
+
+
+class _PrefixDecoder(_Decoder):
+    def forward(self, ids: torch.Tensor, num_tokens: torch.Tensor) -> torch.Tensor:
+        # the keep mask takes the null-token path of decoding a (B, k) prefix, at a fixed shape
+        keep = torch.arange(ids.shape[1], device=ids.device)[None, :] < num_tokens[:, None]
+        codes = self.model.quantize.get_codebook_entry(ids.reshape(-1))
+        z_quantized = codes.reshape(ids.shape[0], ids.shape[1], -1).permute(0, 2, 1).unsqueeze(2)
+        return self.model.decode(z_quantized, keep).float().clamp(0.0, 1.0)
 
 
 class _GeneratorStep(nn.Module):
@@ -125,10 +136,14 @@ def export_tokenizer(model: TiTok, folder: Path, int8: bool = False) -> dict:
     images = torch.rand(2, 3, cfg.crop_size, cfg.crop_size)
     _export(_Encoder(model), (images,), ["images"], "ids", folder / "encoder.onnx")
     ids = model.tokenize(images)
-    _export(_Decoder(model), (ids,), ["ids"], "images", folder / "decoder.onnx")
+    if cfg.variable_length:
+        lengths = torch.tensor([cfg.num_latent_tokens, 1])
+        _export(_PrefixDecoder(model), (ids, lengths), ["ids", "num_tokens"], "images", folder / "decoder.onnx")
+    else:
+        _export(_Decoder(model), (ids,), ["ids"], "images", folder / "decoder.onnx")
     files = _with_int8(folder, {"encoder": "encoder.onnx", "decoder": "decoder.onnx"}, int8)
     return {"crop_size": cfg.crop_size, "num_tokens": cfg.num_latent_tokens, "codebook_size": cfg.codebook_size,
-            "files": files}
+            "variable_length": cfg.variable_length, "files": files}
 
 
 def export_generator(model: MaskGIT, folder: Path, int8: bool = False) -> dict:

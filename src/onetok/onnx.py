@@ -71,25 +71,37 @@ class OnnxTokenizer:
         self.meta, sessions = open_part(folder, "tokenizer", int8, threads)
         self.crop_size, self.num_tokens = self.meta["crop_size"], self.meta["num_tokens"]
         self.codebook_size = self.meta["codebook_size"]
+        self.variable_length = self.meta.get("variable_length", False)
         self.encoder, self.decoder = sessions["encoder"], sessions["decoder"]
 
-    def tokenize(self, images) -> np.ndarray:
-        """(B, 3, H, W) floats in [0, 1] -> ids (B, K) int64."""
+    def tokenize(self, images, num_tokens: int | None = None) -> np.ndarray:
+        """(B, 3, H, W) floats in [0, 1] -> ids (B, k) int64, the first k = num_tokens (default all K)."""
         images = np.ascontiguousarray(images, dtype=np.float32)
         size = self.crop_size
         if images.ndim != 4 or images.shape[1:] != (3, size, size):
             raise OnnxModelError(f"expected images of shape (B, 3, {size}, {size}), got {images.shape}")
-        return self.encoder.run(None, {"images": images})[0]
+        k = self.num_tokens if num_tokens is None else num_tokens
+        if not 1 <= k <= self.num_tokens:
+            raise OnnxModelError(f"num_tokens must lie in [1, {self.num_tokens}], got {k}")
+        return self.encoder.run(None, {"images": images})[0][:, :k]
 
     def detokenize(self, ids) -> np.ndarray:
-        """Ids (B, K) -> images (B, 3, H, W) float32 in [0, 1]."""
+        """Ids (B, K) -> images (B, 3, H, W) float32 in [0, 1]; a variable-length model takes (B, k), 1 <= k <= K."""
         ids = np.asarray(ids)
-        k = self.num_tokens
-        if ids.ndim != 2 or ids.shape[1] != k or not np.issubdtype(ids.dtype, np.integer):
-            raise OnnxModelError(f"expected integer token ids of shape (B, {k}), got {ids.shape} {ids.dtype}")
+        full = self.num_tokens
+        lengths = f"k, 1 <= k <= {full}" if self.variable_length else str(full)
+        fits = ids.ndim == 2 and (1 <= ids.shape[1] <= full if self.variable_length else ids.shape[1] == full)
+        if not fits or not np.issubdtype(ids.dtype, np.integer):
+            raise OnnxModelError(f"expected integer token ids of shape (B, {lengths}), got {ids.shape} {ids.dtype}")
         if ids.size and (ids.min() < 0 or ids.max() >= self.codebook_size):
             raise OnnxModelError(f"token ids must lie in [0, {self.codebook_size - 1}]")
-        return self.decoder.run(None, {"ids": ids.astype(np.int64)})[0]
+        ids = ids.astype(np.int64)
+        if not self.variable_length:
+            return self.decoder.run(None, {"ids": ids})[0]
+        padded = np.zeros((ids.shape[0], full), dtype=np.int64)  # the padding is replaced by the null token
+        padded[:, : ids.shape[1]] = ids
+        lengths = np.full(ids.shape[0], ids.shape[1], dtype=np.int64)
+        return self.decoder.run(None, {"ids": padded, "num_tokens": lengths})[0]
 
 
 def _gumbel(uniform: np.ndarray) -> np.ndarray:

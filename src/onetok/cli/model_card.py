@@ -156,14 +156,15 @@ def tokenizer_card(args) -> int:
     warm = run_config.get("model", {}).get("warm_start") is not None
     lines = [
         "# onetok default tokenizer", "",
-        f"A single-stage TiTok (pixel decoder head): {cfg.crop_size} px images -> {cfg.num_latent_tokens} tokens "
+        f"A single-stage TiTok ({cfg.decoder_head} pixel head): {cfg.crop_size} px images -> {cfg.num_latent_tokens} tokens "
         f"from a {cfg.codebook_size} x {cfg.token_size} l2-normalised codebook = {result['bytes_per_image']:g} bytes "
         f"per image; encoder and decoder `{cfg.vit_enc_model_size}` ViTs, {model.num_parameters() / 1e6:.1f}M parameters "
         "(stored in float16, loaded as float32).", "",
         "- data: the offline photo pool of `onetok datasets fetch debian-photos` (Debian package photos; "
         f"licences in its manifest), train split, {crops} + flips",
         "- recipe: MSE only, with the warm start of `onetok.training.warm_start` (continuous latents first, "
-        "then a codebook seeded by k-means on them)" if warm else "- recipe: see the config",
+        "then a codebook seeded by k-means on them)" + ("; tail-token drop, so any prefix of the tokens decodes"
+                                                         if cfg.variable_length else "") if warm else "- recipe: see the config",
         f"- config: `configs/default_tokenizer.yaml`; command: `{args.command}`",
         f"- steps: {train.get('steps', '?')}; wall time: {train.get('wall_minutes', '?')} min on a 2-core CPU",
         f"- held-out evaluation: {result['num_images']} val photos never trained on, resized and center-cropped, "
