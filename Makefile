@@ -33,6 +33,7 @@ VAL := $(PHOTOS)/val-128.npy
 RUNS ?= outputs
 DEST ?= src/onetok/assets
 TOKENIZER_TRAIN_ARGS ?=
+TOKENIZER_FINETUNE_ARGS ?=
 GENERATOR_TRAIN_ARGS ?=
 CARD_ARGS ?=
 GENERATOR_CARD_ARGS ?=
@@ -40,8 +41,11 @@ PRETOKENIZE_FROM ?= $(PHOTOS)/train
 PREDECODE ?= --predecode 128 --predecode 256
 default-model: $(STAMP)
 	$(BIN)/onetok datasets fetch debian-photos $(PREDECODE)
-	rm -rf $(RUNS)/default_tokenizer
-	$(BIN)/onetok train tokenizer configs/default_tokenizer.yaml experiment.output_dir=$(RUNS)/default_tokenizer $(TOKENIZER_TRAIN_ARGS)
+	rm -rf $(RUNS)/default_tokenizer_fixed $(RUNS)/default_tokenizer
+	$(BIN)/onetok train tokenizer configs/default_tokenizer_fixed.yaml experiment.output_dir=$(RUNS)/default_tokenizer_fixed \
+		$(TOKENIZER_TRAIN_ARGS)
+	$(BIN)/onetok train tokenizer configs/default_tokenizer.yaml experiment.output_dir=$(RUNS)/default_tokenizer \
+		model.init_weight=$(RUNS)/default_tokenizer_fixed/final $(TOKENIZER_FINETUNE_ARGS)
 	$(BIN)/onetok card tokenizer $(RUNS)/default_tokenizer --val $(VAL) --dest $(DEST)/default_tokenizer $(CARD_ARGS)
 	rm -rf $(RUNS)/tokens/default $(RUNS)/default_generator
 	$(BIN)/onetok pretokenize --tokenizer $(DEST)/default_tokenizer $(PRETOKENIZE_FROM) --flip -o $(RUNS)/tokens/default
@@ -60,6 +64,7 @@ default-model-quick: $(STAMP)
 		PRETOKENIZE_FROM=$(PHOTOS)/val CARD_ARGS="--limit 16" GENERATOR_CARD_ARGS="--per-class 2" \
 		TOKENIZER_TRAIN_ARGS="$(QUICK_STEPS) training.batch_size=4 model.warm_start.continuous_steps=2 \
 			model.warm_start.kmeans_steps=2 model.vq_model.codebook_size=256" \
+		TOKENIZER_FINETUNE_ARGS="$(QUICK_STEPS) training.batch_size=4 model.vq_model.codebook_size=256" \
 		GENERATOR_TRAIN_ARGS="$(QUICK_STEPS) training.batch_size=8"
 
 bench: $(STAMP)

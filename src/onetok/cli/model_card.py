@@ -131,6 +131,17 @@ def training_summary(run_dir: Path) -> dict:
     return out
 
 
+def init_summary(init_weight: str | None) -> dict:
+    """Steps and wall time of the run a fine-tune started from: its CSV log, else the card it shipped with."""
+    if not init_weight:
+        return {}
+    folder = Path(init_weight).expanduser()
+    shipped_card = folder / "metrics.json"
+    if summary := training_summary(folder.parent):
+        return summary
+    return json.loads(shipped_card.read_text()).get("training", {}) if shipped_card.is_file() else {}
+
+
 def ship(model, dest: Path, picture: str, result: dict, train: dict, card: list[str]) -> None:
     """Replace `dest` with the model in float16 (half the bytes; loads back as float32), its picture,
     metrics.json and the card README.md; print the card."""
@@ -154,6 +165,12 @@ def tokenizer_card(args) -> int:
     scale = run_config.get("dataset", {}).get("preprocessing", {}).get("random_resized_crop_scale")
     crops = f"random resized crops (scale {scale[0]:g}-{scale[1]:g})" if scale else "random crops"
     warm = run_config.get("model", {}).get("warm_start") is not None
+    first = init_summary(run_config.get("model", {}).get("init_weight"))
+    steps = f"{train.get('steps', '?')}; wall time: {train.get('wall_minutes', '?')} min"
+    if first:
+        train["init"] = first
+        steps = (f"{first.get('steps', '?')} (step 1, {first.get('wall_minutes', '?')} min) + {train.get('steps', '?')} "
+                 f"(step 2, {train.get('wall_minutes', '?')} min)")
     lines = [
         "# onetok default tokenizer", "",
         f"A single-stage TiTok ({cfg.decoder_head} pixel head): {cfg.crop_size} px images -> {cfg.num_latent_tokens} tokens "
@@ -165,8 +182,10 @@ def tokenizer_card(args) -> int:
         "- recipe: MSE only, with the warm start of `onetok.training.warm_start` (continuous latents first, "
         "then a codebook seeded by k-means on them)" + ("; tail-token drop, so any prefix of the tokens decodes"
                                                          if cfg.variable_length else "") if warm else "- recipe: see the config",
-        f"- config: `configs/default_tokenizer.yaml`; command: `{args.command}`",
-        f"- steps: {train.get('steps', '?')}; wall time: {train.get('wall_minutes', '?')} min on a 2-core CPU",
+        "- configs: `configs/default_tokenizer_fixed.yaml` (step 1, fixed length), then "
+        f"`configs/default_tokenizer.yaml` (step 2, from step 1's weights); command: `{args.command}`"
+        if cfg.variable_length else f"- config: `configs/default_tokenizer.yaml`; command: `{args.command}`",
+        f"- steps: {steps} on a 2-core CPU",
         f"- held-out evaluation: {result['num_images']} val photos never trained on, resized and center-cropped, "
         "reconstructions quantised to 8 bits; FID/KID on the FID Inception (offline copy). "
         "FID on so few images is biased high: compare rows, not with the paper.", "",
