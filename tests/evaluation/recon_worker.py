@@ -4,6 +4,7 @@ import sys
 
 import torch
 
+from onetok.evaluation.fid import KIDProtocol
 from onetok.evaluation.inception import load_fid_inception
 from onetok.evaluation.lpips import LPIPS
 from onetok.evaluation.recon import evaluate_reconstruction
@@ -24,7 +25,7 @@ def main(model_dir: str, photos: str, out_dir: str, inception_weights: str) -> N
     model = TiTok.from_pretrained(model_dir)
     inception = load_fid_inception(inception_weights)
     evaluate_reconstruction(model, photos, batch_size=2, out_dir=out_dir, inception=inception, lpips=random_lpips(),
-                            kid_subsets=3, kid_subset_size=3, progress=False)
+                            kid=KIDProtocol(3, 3), progress=False)
 
 
 if __name__ == "__main__":

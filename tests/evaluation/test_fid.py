@@ -139,6 +139,18 @@ def test_kid_on_300_never_reports_a_zero_spread():
     assert fid.kernel_inception_distance(a, b, num_subsets=1, subset_size=100)[1] is None  # one subset, no spread
 
 
+def test_kid_protocol_scores_with_its_report_line_and_notes():
+    rng = np.random.default_rng(5)
+    a, b = rng.normal(size=(300, 16)), rng.normal(size=(300, 16)) + 0.2
+    score = fid.KIDProtocol(subsets=10).score(a, b)
+    assert (score.mean, score.std) == fid.kernel_inception_distance(a, b, num_subsets=10, subset_size=1000)
+    assert score.convention.endswith("10 random subsets of 150 per set")
+    assert len(score.notes) == 1 and "shrunk from 1000 to 150" in score.notes[0]
+    assert fid.KIDProtocol(subsets=1, subset_size=100).score(a, b).notes == [
+        "kid_std not available: one KID subset has no spread."]
+    assert fid.KIDProtocol().score(None, b) == fid.KIDScore(None, None, "not computed", [])
+
+
 def test_kid_small_for_same_distribution_and_large_for_shifted():
     rng = np.random.default_rng(3)
     a, b = rng.normal(size=(300, 32)), rng.normal(size=(300, 32))

@@ -13,6 +13,7 @@ from PIL import Image
 
 from onetok.data.images import load_image
 from onetok.evaluation import inception as inc
+from onetok.evaluation.fid import KIDProtocol
 from onetok.evaluation.image_metrics import psnr, quantize_8bit
 from onetok.evaluation.recon import compute_reference_stats, evaluate_reconstruction, evaluate_samples
 from onetok.models import TiTok
@@ -53,7 +54,7 @@ def run_in_process(setup, out_dir, inception, **kwargs):
     try:
         model = TiTok.from_pretrained(setup / "tiny")
         return evaluate_reconstruction(model, setup / "photos", batch_size=2, out_dir=out_dir, inception=inception,
-                                       kid_subsets=3, kid_subset_size=3, progress=False, **kwargs)
+                                       kid=KIDProtocol(3, 3), progress=False, **kwargs)
     finally:
         torch.set_num_threads(threads)
 
@@ -114,7 +115,7 @@ def test_samples_eval(setup, inception, tmp_path):
     assert stats.count == 2 and (tmp_path / "stats.npz").exists()
     np.savez(tmp_path / "ref.npz", arr_0=images, mu=stats.mu, sigma=stats.sigma)
     result = evaluate_samples(tmp_path / "samples.npz", tmp_path / "ref.npz", batch_size=3, inception=inception,
-                              kid_subsets=2, kid_subset_size=2, out_dir=tmp_path / "gen", progress=False)
+                              kid=KIDProtocol(2, 2), out_dir=tmp_path / "gen", progress=False)
     # (the unbiased KID of a set against itself is slightly negative, not 0: only its presence is checked)
     assert abs(result["metrics"]["gfid"]) < 1e-3 and np.isfinite(result["metrics"]["kid_mean"])
     assert result["details"]["num_samples"] == 2 and (tmp_path / "gen" / "report.md").exists()
@@ -156,7 +157,7 @@ def test_inception_score_with_a_classifier_head(setup, inception, tmp_path):
                        for i in range(4)])
     np.savez(tmp_path / "samples.npz", arr_0=images)
     result = evaluate_samples(tmp_path / "samples.npz", tmp_path / "samples.npz", inception=with_head, progress=False,
-                              kid_subsets=2)
+                              kid=KIDProtocol(subsets=2))
     with torch.no_grad():
         feats = with_head(torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255)
         logits = with_head.logits(feats).double()

@@ -45,6 +45,7 @@ def demo_pipeline(device: str | None, precision: str) -> tuple[Pipeline, bool]:
 def budget_pictures(tokenizer: TiTok, images: torch.Tensor, out: Path) -> list[str]:
     """budget_strip.png (each photo from its first 1, 2, 4, ... K tokens) and the rate-quality
     table and plot of these photos beside JPEG, WebP, AVIF, ThumbHash and thumbnails."""
+    from ..evaluation.fid import KIDProtocol
     from ..evaluation.rate_quality import budget_strip, evaluate_rate_quality, strip_picture
 
     strips = [strip_picture(image, budget_strip(tokenizer, image), scale=2) for image in images]
@@ -52,7 +53,7 @@ def budget_pictures(tokenizer: TiTok, images: torch.Tensor, out: Path) -> list[s
     for row, strip in enumerate(strips):
         sheet.paste(strip, (0, row * strips[0].height))
     save_image(sheet, out / "budget_strip.png")
-    evaluate_rate_quality(tokenizer, images, out_dir=out, kid_subsets=10, kid_subset_size=len(images))
+    evaluate_rate_quality(tokenizer, images, out_dir=out, kid=KIDProtocol(subsets=10, subset_size=len(images)))
     return ["", "`budget_strip.png`: each photo from its first 1, 2, 4, ... tokens of the one model, with bytes "
             "and PSNR under each; `rate_quality.md` / `rate_quality.png`: the same budgets beside JPEG, WebP, "
             "AVIF, ThumbHash and same-byte thumbnails on these photos.", ""]

@@ -34,6 +34,12 @@ def _lpips(args):
         return None
 
 
+def _kid(args):
+    from ..evaluation.fid import KIDProtocol
+
+    return KIDProtocol(args.kid_subsets, args.kid_subset_size)
+
+
 def _print_summary(result: dict, out_dir: str | None) -> None:
     for name, value in result["metrics"].items():
         shown = "n/a" if value is None else (f"{value:.4f}" if isinstance(value, float) else value)
@@ -62,8 +68,8 @@ def cmd_recon(args) -> int:
     teacher = _teacher(args.teacher) if args.teacher else None
     result = evaluate_reconstruction(
         model, args.data, args.batch_size, out_dir=args.output, inception=_inception(args), lpips=_lpips(args),
-        teacher=teacher, reference_stats=args.reference_stats, kid_subsets=args.kid_subsets,
-        kid_subset_size=args.kid_subset_size, limit=args.limit, num_workers=args.num_workers,
+        teacher=teacher, reference_stats=args.reference_stats, kid=_kid(args), limit=args.limit,
+        num_workers=args.num_workers,
     )
     if process_state().is_main_process:
         _print_summary(result, args.output)
@@ -83,7 +89,7 @@ def _rate_quality(args, model, counts: list[int]) -> int:
 
     result = evaluate_rate_quality(
         model, args.data, counts, out_dir=args.output, batch_size=args.batch_size, inception=_inception(args),
-        lpips=_lpips(args), kid_subsets=args.kid_subsets, kid_subset_size=args.kid_subset_size, limit=args.limit,
+        lpips=_lpips(args), kid=_kid(args), limit=args.limit,
     )
     for row in result["rows"]:
         if row["method"] == "tokens":
@@ -103,8 +109,8 @@ def cmd_samples(args) -> int:
     check_writable(Path(args.output))
     result = evaluate_samples(
         args.samples, args.ref, args.batch_size, out_dir=args.output, inception=_inception(args),
-        is_split_size=args.is_split_size, reference_images=not args.stats_only, kid_subsets=args.kid_subsets,
-        kid_subset_size=args.kid_subset_size, num_workers=args.num_workers,
+        is_split_size=args.is_split_size, reference_images=not args.stats_only, kid=_kid(args),
+        num_workers=args.num_workers,
     )
     if process_state().is_main_process:
         _print_summary(result, args.output)

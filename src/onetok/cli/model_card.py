@@ -31,7 +31,7 @@ from ..data.images import make_grid, save_image
 from ..files import atomic_write_bytes
 from ..data.sources import array_sidecars
 from ..evaluation.baselines import thumbnail_baseline
-from ..evaluation.fid import fid_from_features, kernel_inception_distance
+from ..evaluation.fid import KIDProtocol, fid_from_features
 from ..evaluation.image_metrics import psnr, quantize_8bit, ssim
 from ..evaluation.plots import line_chart
 from ..evaluation.inception import load_fid_inception
@@ -65,8 +65,8 @@ def inception_features(*image_sets: torch.Tensor) -> list[np.ndarray]:
 
 
 def distances(real: np.ndarray, fake: np.ndarray) -> dict:
-    kid, kid_std = kernel_inception_distance(real, fake, num_subsets=100, subset_size=min(len(real), len(fake), 50))
-    return {"fid": fid_from_features(real, fake), "kid": kid, "kid_std": kid_std}
+    kid = KIDProtocol(subset_size=50).score(real, fake)
+    return {"fid": fid_from_features(real, fake), "kid": kid.mean, "kid_std": kid.std}
 
 
 @torch.no_grad()

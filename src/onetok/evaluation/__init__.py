@@ -8,7 +8,7 @@ _EXPORTS = {
     "FIDInceptionV3": "inception", "load_fid_inception": "inception",
     "FeatureStats": "fid", "RunningStats": "fid", "frechet_distance": "fid", "fid_from_features": "fid",
     "load_stats": "fid", "load_spatial_stats": "fid", "kernel_inception_distance": "fid",
-    "kid_subset_size": "fid", "inception_score": "fid",
+    "kid_subset_size": "fid", "KIDProtocol": "fid", "inception_score": "fid",
     "psnr": "image_metrics", "ssim": "image_metrics", "quantize_8bit": "image_metrics",
     "LPIPS": "lpips", "load_lpips": "lpips",
     "CodebookUsage": "codebook", "codebook_usage": "codebook",

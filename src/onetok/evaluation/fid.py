@@ -243,6 +243,46 @@ def kernel_inception_distance(
     return float(np.mean(scores)), float(np.std(scores)) if subsets_differ else None
 
 
+@dataclass(frozen=True)
+class KIDScore:
+    """KID of one pair of sets, with the report's conventions line and the notes that qualify it."""
+
+    mean: float | None
+    std: float | None
+    convention: str
+    notes: list[str]
+
+
+@dataclass(frozen=True)
+class KIDProtocol:
+    """How KID is measured: `subsets` random subsets of `subset_size` per set, the size shrunk by
+    `kid_subset_size` when the sets are small. One value carries the choice from the command line
+    to every score and report line."""
+
+    subsets: int = 100
+    subset_size: int = 1000
+
+    def score(self, real: np.ndarray | None, fake: np.ndarray) -> KIDScore:
+        """KID of fake against real; not computed (None) without real features or with fewer than 2 per set."""
+        if real is None or min(len(real), len(fake)) < 2:
+            return KIDScore(None, None, "not computed", [])
+        mean, std = kernel_inception_distance(real, fake, num_subsets=self.subsets, subset_size=self.subset_size)
+        used = kid_subset_size(len(real), len(fake), self.subset_size)
+        line = f"unbiased MMD^2, cubic polynomial kernel, {self.subsets} random subsets of {used} per set"
+        notes = []
+        if used != self.subset_size:
+            smaller = min(len(real), len(fake))
+            if used < smaller:
+                notes.append(f"KID subset size shrunk from {self.subset_size} to {used} (half of the {smaller} images): "
+                             "subsets as large as the set are the whole set every time, and their spread would be 0 "
+                             "by construction.")
+            else:
+                notes.append(f"kid_std not available: {smaller} images are too few for KID subsets that differ.")
+        elif self.subsets < 2:
+            notes.append("kid_std not available: one KID subset has no spread.")
+        return KIDScore(mean, std, line, notes)
+
+
 def polynomial_mmd(x: np.ndarray, y: np.ndarray, degree: int, gamma: float, coef0: float) -> float:
     """Unbiased MMD^2 between two equal-size samples (diagonals left out of the within-set terms)."""
     m = len(x)

@@ -18,7 +18,7 @@ from onetok.files import atomic_write_bytes
 from onetok.errors import RateQualityError
 from onetok.evaluation.baselines import thumbnail_baseline
 from onetok.evaluation.codecs import CodecSearch, available_codecs, thumbhash_reconstructions
-from onetok.evaluation.fid import fid_from_features, kernel_inception_distance
+from onetok.evaluation.fid import KIDProtocol, fid_from_features
 from onetok.evaluation.image_metrics import psnr, quantize_8bit, ssim
 from onetok.evaluation.inception import FIDInceptionV3, load_fid_inception
 from onetok.data.datasets import as_image_dataset
@@ -74,9 +74,9 @@ class Scorer:
     KID and rFID of their Inception features against the originals'."""
 
     def __init__(self, originals: torch.Tensor, inception: FIDInceptionV3, lpips: LPIPS | None, batch_size: int,
-                 kid_subsets: int, kid_subset_size: int):
+                 kid: KIDProtocol):
         self.originals, self.inception, self.lpips, self.batch_size = originals, inception, lpips, batch_size
-        self.kid_subsets, self.kid_subset_size = kid_subsets, kid_subset_size
+        self.kid = kid
         self.real_features = self._features(originals)
 
     def _batches(self, images: torch.Tensor):
@@ -92,9 +92,6 @@ class Scorer:
         per_image = psnr(self.originals, recons).double()
         finite = per_image[torch.isfinite(per_image)]
         fake = self._features(recons)
-        kid = None
-        if min(len(fake), len(self.real_features)) >= 2:
-            kid = kernel_inception_distance(self.real_features, fake, self.kid_subsets, self.kid_subset_size)[0]
         lpips = None
         if self.lpips is not None:
             lpips = float(torch.cat([self.lpips(self.originals[s], batch) for s, batch in self._batches(recons)]).mean())
@@ -102,7 +99,7 @@ class Scorer:
             "psnr": float(finite.mean()) if len(finite) else float("inf"),
             "ssim": float(ssim(self.originals, recons).mean()),
             "lpips": lpips,
-            "kid": kid,
+            "kid": self.kid.score(self.real_features, fake).mean,
             "rfid": fid_from_features(self.real_features, fake),
         }
 
@@ -132,8 +129,7 @@ def evaluate_rate_quality(
     batch_size: int = 32,
     inception: FIDInceptionV3 | None = None,
     lpips: LPIPS | None = None,
-    kid_subsets: int = 100,
-    kid_subset_size: int = 1000,
+    kid: KIDProtocol = KIDProtocol(),
     limit: int | None = None,
     progress: bool = True,
 ) -> dict:
@@ -154,8 +150,7 @@ def evaluate_rate_quality(
     dataset = as_image_dataset(data, config.crop_size, limit)
     originals = quantize_8bit(torch.stack([dataset[i][0] for i in range(len(dataset))]))
     inception = (inception if inception is not None else load_fid_inception()).eval().cpu()
-    score = Scorer(originals, inception, lpips.eval().cpu() if lpips is not None else None, batch_size,
-                   kid_subsets, kid_subset_size)
+    score = Scorer(originals, inception, lpips.eval().cpu() if lpips is not None else None, batch_size, kid)
     codecs = available_codecs()
     rows, notes = [], []
     steps = tqdm(total=len(token_counts) * (2 + len(codecs.usable)) + len(codecs.usable) + 1, desc="rate-quality",
@@ -215,7 +210,7 @@ def evaluate_rate_quality(
                      "compare rows with each other, not with published numbers.")
     details = {"num_images": count, "image_size": config.crop_size, "num_latent_tokens": max_tokens,
                "codebook_size": config.codebook_size, "bits_per_token": config.bits_per_token,
-               "token_counts": token_counts, "kid_subsets": kid_subsets, "kid_subset_size": kid_subset_size}
+               "token_counts": token_counts, "kid_subsets": kid.subsets, "kid_subset_size": kid.subset_size}
     result = {"rows": rows, "details": details, "notes": notes}
     if out_dir is not None:
         write_rate_quality_report(Path(out_dir), result)

@@ -18,10 +18,9 @@ from onetok.evaluation.codebook import CodebookUsage
 from onetok.evaluation.fid import (
     ADM_IS_SPLIT_SIZE,
     FeatureStats,
+    KIDProtocol,
     fid_from_features,
     inception_score,
-    kernel_inception_distance,
-    kid_subset_size,
     load_spatial_stats,
     load_stats,
     npz_images,
@@ -44,31 +43,6 @@ FOLDER_RESIZE = "shorter side resized to {size} px (PIL bicubic), then center-cr
 
 def _prepare(inception: FIDInceptionV3 | None, device) -> FIDInceptionV3:
     return (inception if inception is not None else load_fid_inception()).eval().to(device)
-
-
-def _kid(real: np.ndarray | None, fake: np.ndarray, subsets: int, subset_size: int) -> tuple[float | None, float | None]:
-    if real is None or min(len(real), len(fake)) < 2:
-        return None, None
-    return kernel_inception_distance(real, fake, num_subsets=subsets, subset_size=subset_size)
-
-
-def _kid_convention(real: np.ndarray | None, fake: np.ndarray, subsets: int, requested: int) -> tuple[str, list[str]]:
-    """(the conventions line for KID, notes when the subset size was shrunk or there is no spread)."""
-    if real is None or min(len(real), len(fake)) < 2:
-        return "not computed", []
-    used = kid_subset_size(len(real), len(fake), requested)
-    line = f"unbiased MMD^2, cubic polynomial kernel, {subsets} random subsets of {used} per set"
-    notes = []
-    if used != requested:
-        smaller = min(len(real), len(fake))
-        if used < smaller:
-            notes.append(f"KID subset size shrunk from {requested} to {used} (half of the {smaller} images): subsets "
-                         "as large as the set are the whole set every time, and their spread would be 0 by construction.")
-        else:
-            notes.append(f"kid_std not available: {smaller} images are too few for KID subsets that differ.")
-    elif subsets < 2:
-        notes.append("kid_std not available: one KID subset has no spread.")
-    return line, notes
 
 
 def _is_convention(has_logits: bool, count: int, split_size: int) -> str:
@@ -135,8 +109,7 @@ def evaluate_reconstruction(
     lpips: LPIPS | None = None,
     teacher=None,
     reference_stats: str | os.PathLike | FeatureStats | None = None,
-    kid_subsets: int = 100,
-    kid_subset_size: int = 1000,
+    kid: KIDProtocol = KIDProtocol(),
     limit: int | None = None,
     num_workers: int = 0,
     grid_images: int = 8,
@@ -182,8 +155,7 @@ def evaluate_reconstruction(
     results = sharded_map(dataset, batch_size, score_batch, num_workers, "reconstructing", progress)
     summary = None
     if state.is_main_process:
-        summary, usage, ref = _summarise_reconstruction(results, model, reference_stats, kid_subsets, kid_subset_size,
-                                                        lpips)
+        summary, usage, ref = _summarise_reconstruction(results, model, reference_stats, kid, lpips)
         summary["details"].update(num_processes=state.num_processes, batch_size=batch_size)
         if teacher is not None:
             summary["details"]["decoder"] = "teacher MaskGIT-VQGAN (argmax stage-1 proxy codes)"
@@ -193,18 +165,17 @@ def evaluate_reconstruction(
     return broadcast_from_main(summary)
 
 
-def _summarise_reconstruction(results, model, reference_stats, kid_subsets, kid_subset_size, lpips):
+def _summarise_reconstruction(results, model, reference_stats, kid: KIDProtocol, lpips):
     """(summary dict, codebook usage or None, reference statistics) from the gathered per-image results."""
     real_feats = results.get("feat_real")
     ref = reference_stats if reference_stats is not None else FeatureStats.from_features(real_feats)
-    kid_mean, kid_std = _kid(real_feats, results["feat_fake"], kid_subsets, kid_subset_size)
-    kid_line, kid_notes = _kid_convention(real_feats, results["feat_fake"], kid_subsets, kid_subset_size)
+    kid_score = kid.score(real_feats, results["feat_fake"])
     per_image_psnr = results["psnr"].astype(np.float64)
     finite = per_image_psnr[np.isfinite(per_image_psnr)]
     metrics = {
         "rfid": fid_from_features(ref if real_feats is None else real_feats, results["feat_fake"]),
-        "kid_mean": kid_mean,
-        "kid_std": kid_std,
+        "kid_mean": kid_score.mean,
+        "kid_std": kid_score.std,
         "inception_score": inception_score(results["logits_fake"])[0] if "logits_fake" in results else None,
         "psnr": float(finite.mean()) if len(finite) else float("inf"),
         "ssim": float(results["ssim"].astype(np.float64).mean()),
@@ -228,11 +199,12 @@ def _summarise_reconstruction(results, model, reference_stats, kid_subsets, kid_
         "inception_input": INCEPTION_INPUT,
         "lpips_net": (f"{lpips.net_name} (lpips v0.1 heads on torchvision {lpips.net.backbone_file})"
                       if lpips is not None else "not computed"),
-        "kid": kid_line,
+        "kid": kid_score.convention,
         "inception_score": _is_convention("logits_fake" in results, len(results["index"]), ADM_IS_SPLIT_SIZE),
     }
     notes = _reconstruction_notes(results, reference_stats is not None, len(per_image_psnr) - len(finite))
-    return {"metrics": metrics, "details": details, "conventions": conventions, "notes": notes + kid_notes}, usage, ref
+    summary = {"metrics": metrics, "details": details, "conventions": conventions, "notes": notes + kid_score.notes}
+    return summary, usage, ref
 
 
 def _reconstruction_notes(results, given_reference: bool, exact_images: int) -> list[str]:
@@ -328,21 +300,10 @@ def compute_reference_stats(data, out_path: str | os.PathLike, size: int | None 
 
 
 @torch.no_grad()
-def evaluate_samples(
-    samples,
-    reference,
-    batch_size: int = 50,
-    *,
-    out_dir: str | os.PathLike | None = None,
-    inception: FIDInceptionV3 | None = None,
-    is_split_size: int = ADM_IS_SPLIT_SIZE,
-    reference_images: bool = True,
-    kid_subsets: int = 100,
-    kid_subset_size: int = 1000,
-    num_workers: int = 0,
-    grid_images: int = 32,
-    progress: bool = True,
-) -> dict:
+def evaluate_samples(samples, reference, batch_size: int = 50, *, out_dir: str | os.PathLike | None = None,
+                     inception: FIDInceptionV3 | None = None, is_split_size: int = ADM_IS_SPLIT_SIZE,
+                     reference_images: bool = True, kid: KIDProtocol = KIDProtocol(), num_workers: int = 0,
+                     grid_images: int = 32, progress: bool = True) -> dict:
     """gFID, sFID, Inception Score and KID of generated samples (ADM `.npz` with `arr_0`, a folder
     of images, or a uint8 array) against a reference: `.npz` statistics (`mu`/`sigma`, and
     `mu_s`/`sigma_s` for sFID, e.g. the ADM VIRTUAL_imagenet256_labeled.npz), an `.npz` of images,
@@ -357,7 +318,7 @@ def evaluate_samples(
     ref = _reference(reference, reference_images, sample_set, inception, batch_size, num_workers, progress)
     summary = None
     if state.is_main_process:
-        summary = _summarise_samples(fake, ref, is_split_size, kid_subsets, kid_subset_size)
+        summary = _summarise_samples(fake, ref, is_split_size, kid)
         summary["details"].update(reference=str(reference), num_processes=state.num_processes)
         summary["conventions"]["image_resize"] = _samples_resize(samples, sample_set)
         if out_dir is not None:
@@ -379,18 +340,17 @@ def _precision_recall(real: np.ndarray | None, fake: np.ndarray, k: int = 3) -> 
     return precision_recall(real, fake, k)
 
 
-def _summarise_samples(fake, ref: dict, is_split_size, kid_subsets, kid_subset_size) -> dict:
+def _summarise_samples(fake, ref: dict, is_split_size, kid: KIDProtocol) -> dict:
     count, dim = fake["feat"].shape
     gfid = fid_from_features(ref["feat"] if ref["stats"] is None else ref["stats"], fake["feat"])
     spatial_ref = ref["spatial"] if ref["spatial_stats"] is None else ref["spatial_stats"]
     sfid = fid_from_features(spatial_ref, fake["spatial"]) if spatial_ref is not None else None
-    kid_mean, kid_std = _kid(ref["feat"], fake["feat"], kid_subsets, kid_subset_size)
-    kid_line, kid_notes = _kid_convention(ref["feat"], fake["feat"], kid_subsets, kid_subset_size)
+    kid_score = kid.score(ref["feat"], fake["feat"])
     has_logits = "logits" in fake
     is_mean, is_std = inception_score(fake["logits"], is_split_size) if has_logits else (None, None)
     precision, recall = _precision_recall(ref["feat"], fake["feat"])
     metrics = {"gfid": gfid, "sfid": sfid, "inception_score": is_mean, "inception_score_std": is_std,
-               "kid_mean": kid_mean, "kid_std": kid_std, "precision": precision, "recall": recall}
+               "kid_mean": kid_score.mean, "kid_std": kid_score.std, "precision": precision, "recall": recall}
     notes = ([] if has_logits else [no_classifier_reason()]) + _small_set_notes(count, dim)
     if has_logits and is_std is None:
         notes.append("inception_score_std not available: one split has no spread.")
@@ -405,12 +365,12 @@ def _summarise_samples(fake, ref: dict, is_split_size, kid_subsets, kid_subset_s
     conventions = {
         "inception_input": INCEPTION_INPUT,
         "sfid": f"ADM: spatial features of mixed_6/conv (Mixed_6d 1x1 branch), first 7 channels, 7x17x17 = {SPATIAL_DIM} dims",
-        "kid": kid_line,
+        "kid": kid_score.convention,
         "inception_score": _is_convention(has_logits, count, is_split_size),
         "precision_recall": "Kynkaenniemi et al. 2019 on pool3 features, k = 3 (ADM)",
     }
     return {"metrics": metrics, "details": {"num_samples": count}, "conventions": conventions,
-            "notes": notes + kid_notes}
+            "notes": notes + kid_score.notes}
 
 
 def _write_samples_report(out_dir: Path, summary: dict, sample_set, grid_images: int) -> None:
