@@ -41,11 +41,13 @@ PRETOKENIZE_FROM ?= $(PHOTOS)/train
 PREDECODE ?= --predecode 128 --predecode 256
 default-model: $(STAMP)
 	$(BIN)/onetok datasets fetch debian-photos $(PREDECODE)
-	rm -rf $(RUNS)/default_tokenizer_fixed $(RUNS)/default_tokenizer
+	rm -rf $(RUNS)/default_tokenizer_fixed $(RUNS)/default_tokenizer_prefix $(RUNS)/default_tokenizer
 	$(BIN)/onetok train tokenizer configs/default_tokenizer_fixed.yaml experiment.output_dir=$(RUNS)/default_tokenizer_fixed \
 		$(TOKENIZER_TRAIN_ARGS)
-	$(BIN)/onetok train tokenizer configs/default_tokenizer.yaml experiment.output_dir=$(RUNS)/default_tokenizer \
+	$(BIN)/onetok train tokenizer configs/default_tokenizer_prefix.yaml experiment.output_dir=$(RUNS)/default_tokenizer_prefix \
 		model.init_weight=$(RUNS)/default_tokenizer_fixed/final $(TOKENIZER_FINETUNE_ARGS)
+	$(BIN)/onetok train tokenizer configs/default_tokenizer.yaml experiment.output_dir=$(RUNS)/default_tokenizer \
+		model.init_weight=$(RUNS)/default_tokenizer_prefix/final $(TOKENIZER_FINETUNE_ARGS)
 	$(BIN)/onetok card tokenizer $(RUNS)/default_tokenizer --val $(VAL) --dest $(DEST)/default_tokenizer $(CARD_ARGS)
 	rm -rf $(RUNS)/tokens/default $(RUNS)/default_generator
 	$(BIN)/onetok pretokenize --tokenizer $(DEST)/default_tokenizer $(PRETOKENIZE_FROM) --flip -o $(RUNS)/tokens/default

@@ -1,4 +1,5 @@
 """`make default-model-quick`: the commands the Makefile runs, run through the CLI entry point."""
+import json
 import shlex
 import shutil
 import subprocess
@@ -33,7 +34,8 @@ def test_default_model_quick_runs_end_to_end(tmp_path, monkeypatch):
     commands = make_commands("default-model-quick", f"QUICK_OUT={out}")
     onetok = [c for c in commands if c.startswith(".venv/bin/onetok ")]
     steps = [shlex.split(c)[1:3] for c in onetok]
-    assert steps == [["datasets", "fetch"], ["train", "tokenizer"], ["train", "tokenizer"], ["card", "tokenizer"],
+    assert steps == [["datasets", "fetch"], ["train", "tokenizer"], ["train", "tokenizer"], ["train", "tokenizer"],
+                     ["card", "tokenizer"],
                      ["pretokenize", "--tokenizer"], ["train", "generator"], ["card", "generator"]]
     # nothing of the quick run goes into the package
     assert all(str(REPO / "src") not in c and "src/onetok/assets" not in c.split("configs/")[0] for c in onetok)
@@ -53,6 +55,9 @@ def test_default_model_quick_runs_end_to_end(tmp_path, monkeypatch):
         assert {"README.md", "metrics.json", "model.safetensors", "config.json", picture} <= {p.name for p in folder.iterdir()}
     pipe = Pipeline.from_pretrained(assets / "default_tokenizer", assets / "default_generator", precision="fp32")
     assert pipe.num_classes == 22 and pipe.codebook_size == 256
-    assert pipe.tokenizer.config.variable_length  # step 2 of the recipe ran on step 1's model
+    assert pipe.tokenizer.config.variable_length  # steps 2 and 3 of the recipe ran on step 1's model
+    recipe = json.loads((assets / "default_tokenizer" / "metrics.json").read_text())["training"]["recipe"]
+    assert [step["name"] for step in recipe] == ["default_tokenizer_fixed", "default_tokenizer_prefix", "default_tokenizer"]
+    assert all(step["steps"] == "4" for step in recipe)
     images = pipe.generate([0, 21], seed=1)
     assert images.shape == (2, 3, 128, 128) and torch.isfinite(images).all()

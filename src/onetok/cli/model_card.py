@@ -33,8 +33,8 @@ from ..data.sources import array_sidecars
 from ..evaluation.baselines import thumbnail_baseline
 from ..evaluation.fid import KIDProtocol, fid_from_features
 from ..evaluation.image_metrics import psnr, quantize_8bit, ssim
-from ..evaluation.plots import line_chart
 from ..evaluation.inception import load_fid_inception
+from ..evaluation.rate_quality import evaluate_rate_quality
 from ..models import MaskGIT, TiTok
 from ..pipeline import Pipeline, in_batches
 
@@ -106,13 +106,14 @@ def rate_quality_card(model: TiTok, images: torch.Tensor, dest: Path) -> tuple[l
         lines.append(f"| {r['num_tokens']} | {r['bytes_per_image']:g} | {m['psnr']:.2f} | {t['psnr']:.2f} ({r['thumbnail_side']}x"
                      f"{r['thumbnail_side']}) | {m['ssim']:.3f} | {t['ssim']:.3f} | {1000 * m['kid']:.1f} | {1000 * t['kid']:.1f} |")
     dest.mkdir(parents=True, exist_ok=True)
-    line_chart(np.array([r["metrics"]["model"]["psnr"] - r["metrics"]["thumbnail"]["psnr"] for r in rows]),
-               dest / "rate_quality.png", "PSNR gain over the same-byte thumbnail (dB) at "
-               + ", ".join(f"{r['num_tokens']}" for r in rows) + " tokens", "token count index")
-    prefixes = torch.cat([r["grid"] for r in rows], dim=1)
-    save_image(prefixes, dest / "prefix_reconstructions.png")
-    lines += ["", "`rate_quality.png`: model PSNR minus thumbnail PSNR at each k. `prefix_reconstructions.png`: "
-              "for each k (blocks top to bottom) originals, reconstructions from k tokens, thumbnails."]
+    save_image(torch.cat([r["grid"] for r in rows], dim=1), dest / "prefix_reconstructions.png")
+    # every k from 1 to K against the image codecs: the library's rate-quality evaluation, written beside the card
+    evaluate_rate_quality(model, images, out_dir=dest, kid=KIDProtocol(subset_size=50), progress=False)
+    lines += ["", "`prefix_reconstructions.png`: for each k (blocks top to bottom) originals, reconstructions from "
+              "k tokens, thumbnails.", "",
+              *("\n" + (dest / "rate_quality.md").read_text()).replace("\n# ", "\n## ").splitlines()[1:], "",
+              "`rate_quality.png`: PSNR and KID against bytes per image, every k beside JPEG, WebP, AVIF, ThumbHash "
+              "and thumbnails (`onetok eval recon --num-tokens 1,2,4,...,K`; table and data in rate_quality.md/.json)."]
     return rows, lines
 
 
@@ -131,15 +132,25 @@ def training_summary(run_dir: Path) -> dict:
     return out
 
 
-def init_summary(init_weight: str | None) -> dict:
-    """Steps and wall time of the run a fine-tune started from: its CSV log, else the card it shipped with."""
-    if not init_weight:
-        return {}
-    folder = Path(init_weight).expanduser()
-    shipped_card = folder / "metrics.json"
-    if summary := training_summary(folder.parent):
-        return summary
-    return json.loads(shipped_card.read_text()).get("training", {}) if shipped_card.is_file() else {}
+def _run_config(run: Path) -> dict:
+    return yaml.safe_load((run / "config.yaml").read_text()) if (run / "config.yaml").is_file() else {}
+
+
+def recipe_steps(run: Path) -> list[dict]:
+    """The runs that made `run`'s model, first to last, following `model.init_weight`: name, steps,
+    wall minutes, warm start. A run folder that is gone counts by the card shipped in its `final/`."""
+    steps, seen = [], set()
+    while run is not None and run.resolve() not in seen:
+        seen.add(run.resolve())
+        config, train = _run_config(run), training_summary(run)
+        card = run / "final" / "metrics.json"
+        if not train and card.is_file():
+            train = json.loads(card.read_text()).get("training", {})
+        steps.insert(0, {"name": run.name, **train, "warm_start": config.get("model", {}).get("warm_start") is not None
+                         or not config})  # a shipped step's recipe is its own card's
+        init = config.get("model", {}).get("init_weight")
+        run = Path(init).expanduser().parent if init else None
+    return steps
 
 
 def ship(model, dest: Path, picture: str, result: dict, train: dict, card: list[str]) -> None:
@@ -161,16 +172,15 @@ def tokenizer_card(args) -> int:
     result = compare_with_thumbnail(model, load_array(args.val, args.limit))
     m, t = result["metrics"]["model"], result["metrics"]["thumbnail"]
     cfg, train = model.config, training_summary(run)
-    run_config = yaml.safe_load((run / "config.yaml").read_text()) if (run / "config.yaml").is_file() else {}
+    run_config = _run_config(run)
     scale = run_config.get("dataset", {}).get("preprocessing", {}).get("random_resized_crop_scale")
     crops = f"random resized crops (scale {scale[0]:g}-{scale[1]:g})" if scale else "random crops"
-    warm = run_config.get("model", {}).get("warm_start") is not None
-    first = init_summary(run_config.get("model", {}).get("init_weight"))
-    steps = f"{train.get('steps', '?')}; wall time: {train.get('wall_minutes', '?')} min"
-    if first:
-        train["init"] = first
-        steps = (f"{first.get('steps', '?')} (step 1, {first.get('wall_minutes', '?')} min) + {train.get('steps', '?')} "
-                 f"(step 2, {train.get('wall_minutes', '?')} min)")
+    chain = recipe_steps(run)
+    warm = any(step["warm_start"] for step in chain)
+    if len(chain) > 1:
+        train["recipe"] = chain
+    steps = " + ".join(f"{step.get('steps', '?')} (`{step['name']}`, {step.get('wall_minutes', '?')} min)"
+                       for step in chain)
     lines = [
         "# onetok default tokenizer", "",
         f"A single-stage TiTok ({cfg.decoder_head} pixel head): {cfg.crop_size} px images -> {cfg.num_latent_tokens} tokens "
@@ -182,9 +192,8 @@ def tokenizer_card(args) -> int:
         "- recipe: MSE only, with the warm start of `onetok.training.warm_start` (continuous latents first, "
         "then a codebook seeded by k-means on them)" + ("; tail-token drop, so any prefix of the tokens decodes"
                                                          if cfg.variable_length else "") if warm else "- recipe: see the config",
-        "- configs: `configs/default_tokenizer_fixed.yaml` (step 1, fixed length), then "
-        f"`configs/default_tokenizer.yaml` (step 2, from step 1's weights); command: `{args.command}`"
-        if cfg.variable_length else f"- config: `configs/default_tokenizer.yaml`; command: `{args.command}`",
+        "- configs: " + ", then ".join(f"`configs/{step['name']}.yaml`" for step in chain)
+        + f" (each from the previous one's weights); command: `{args.command}`",
         f"- steps: {steps} on a 2-core CPU",
         f"- held-out evaluation: {result['num_images']} val photos never trained on, resized and center-cropped, "
         "reconstructions quantised to 8 bits; FID/KID on the FID Inception (offline copy). "
