@@ -57,9 +57,7 @@ class _PrefixDecoder(_Decoder):
     def forward(self, ids: torch.Tensor, num_tokens: torch.Tensor) -> torch.Tensor:
         # the keep mask takes the null-token path of decoding a (B, k) prefix, at a fixed shape
         keep = torch.arange(ids.shape[1], device=ids.device)[None, :] < num_tokens[:, None]
-        codes = self.model.quantize.get_codebook_entry(ids.reshape(-1))
-        z_quantized = codes.reshape(ids.shape[0], ids.shape[1], -1).permute(0, 2, 1).unsqueeze(2)
-        return self.model.decode(z_quantized, keep).float().clamp(0.0, 1.0)
+        return self.model.decode_tokens(ids, keep).float().clamp(0.0, 1.0)
 
 
 class _GeneratorStep(nn.Module):

@@ -89,10 +89,10 @@ class OnnxTokenizer:
         """Ids (B, K) -> images (B, 3, H, W) float32 in [0, 1]; a variable-length model takes (B, k), 1 <= k <= K."""
         ids = np.asarray(ids)
         full = self.num_tokens
-        lengths = f"k, 1 <= k <= {full}" if self.variable_length else str(full)
+        length = f"k, 1 <= k <= {full}" if self.variable_length else str(full)
         fits = ids.ndim == 2 and (1 <= ids.shape[1] <= full if self.variable_length else ids.shape[1] == full)
         if not fits or not np.issubdtype(ids.dtype, np.integer):
-            raise OnnxModelError(f"expected integer token ids of shape (B, {lengths}), got {ids.shape} {ids.dtype}")
+            raise OnnxModelError(f"expected integer token ids of shape (B, {length}), got {ids.shape} {ids.dtype}")
         if ids.size and (ids.min() < 0 or ids.max() >= self.codebook_size):
             raise OnnxModelError(f"token ids must lie in [0, {self.codebook_size - 1}]")
         ids = ids.astype(np.int64)

@@ -1,6 +1,8 @@
 """The tokenizer recipes end to end on real photos with tiny models: losses go down, stages chain."""
 import csv
+import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -211,6 +213,8 @@ def test_stage1_then_stage2_with_token_drop(tmp_path, photo_folder, teacher_dir)
                     model={"vq_model": dict(VQ), "teacher": str(teacher_dir), "init_weight": str(stage1),
                            "token_drop": drop}, losses={"perceptual_loss": "none", "discriminator_weight": 0.0})
     second = TiTok.from_pretrained(stage2)
+    # the exported config describes the model only: the recipe's teacher, init_weight and token_drop stay out
+    assert list(json.loads((Path(stage2) / "config.json").read_text())["model"]) == ["vq_model"]
     assert not torch.equal(first.state_dict()["decoder.null_token"], second.state_dict()["decoder.null_token"])
     assert second.detokenize(second.tokenize(photo_batch(photo_folder)[:2], num_tokens=2)).shape == (2, 3, 64, 64)
 

@@ -16,7 +16,6 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
-
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from onetok.errors import GenerationError, TokenEditError, UploadError

@@ -204,14 +204,17 @@ class TiTok(HubMixin, nn.Module):
         soft_latents = torch.einsum("nchw,cd->ndhw", weights, self.pixel_quantize.embedding.weight.to(weights.dtype))
         return self.pixel_decoder(soft_latents)
 
-    def decode_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Ids (B, k) / (B, 1, k), or VAE latents (B, C, 1, k), 1 <= k <= K -> raw decoder output."""
+    def decode_tokens(self, tokens: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
+        """Ids (B, k) / (B, 1, k), or VAE latents (B, C, 1, k), 1 <= k <= K -> raw decoder output.
+
+        ``keep`` (B, K) bool: as in `decode` (ids where it is False are replaced by the null token).
+        """
         if self.config.is_vae:
-            return self.decode(tokens)
+            return self.decode(tokens, keep)
         ids = tokens.reshape(tokens.shape[0], -1)
         codes = self.quantize.get_codebook_entry(ids.reshape(-1))
         z_quantized = rearrange(codes, "(b k) c -> b c 1 k", b=ids.shape[0])
-        return self.decode(z_quantized.to(self.decoder.decoder_embed.weight.dtype))
+        return self.decode(z_quantized.to(self.decoder.decoder_embed.weight.dtype), keep)
 
     def forward(self, pixels: torch.Tensor, quantize: bool = True, keep: torch.Tensor | None = None):
         z_quantized, result = self.encode(pixels, quantize)

@@ -68,13 +68,11 @@ class TokenDropConfig:
 
 
 def titok_tree(config: TrainConfig, **vq: object) -> tuple[dict, TokenDropConfig | None]:
-    """The run's TiTok config tree (recipe-only sections dropped, `vq` fixed) and its tail-token drop.
+    """The run's TiTok config tree (`vq` fixed) and its tail-token drop.
 
     `model.token_drop` switches the model's null token on (`variable_length`).
     """
     tree = model_tree(config)
-    for recipe_only in ("warm_start", "token_drop"):
-        tree["model"].pop(recipe_only, None)
     tree["model"]["vq_model"].update(vq)
     values = config.model.get("token_drop")
     if values is None:
@@ -106,8 +104,12 @@ def load_matching(titok: TiTok, folder: Path) -> list[str]:
 
 
 def model_tree(config: TrainConfig) -> dict:
-    """The reference config tree ({model: {vq_model}, dataset: {preprocessing}}) of the run."""
-    tree = {"model": copy.deepcopy(config.model)}
+    """The reference config tree ({model: {vq_model}, dataset: {preprocessing}}) of the run.
+
+    Only `model.vq_model` describes the model; the recipe's keys beside it (init_weight, teacher,
+    warm_start, token_drop) stay out of the config.json the run exports.
+    """
+    tree = {"model": {"vq_model": copy.deepcopy(config.model.get("vq_model", {}))}}
     crop = config.dataset.get("preprocessing", {}).get("crop_size", config.dataset.get("crop_size", 256))
     tree["dataset"] = {"preprocessing": {"crop_size": crop}}
     return tree
