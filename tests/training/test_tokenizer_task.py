@@ -231,3 +231,26 @@ def test_token_drop_resumes_exactly(tmp_path, photo_folder):
     assert resumed.state.step == 3 and resumed.train()
     expected, got = load_file(whole / "model.safetensors"), load_file(parts / "final" / "model.safetensors")
     assert "decoder.null_token" in got and all(torch.equal(expected[k], got[k]) for k in expected)
+
+
+def test_single_stage_freeze_encoder_keeps_every_id(tmp_path, photo_folder):
+    """Decoder-only fine-tuning with a perceptual term: the ids of init_weight stay, the pictures change."""
+    _, first_run = run(tmp_path / "first", photo_folder, "titok_single_stage", steps=6,
+                       model={"vq_model": dict(VQ, decoder_head="conv"), "token_drop": {"min_tokens": 1}},
+                       losses={"perceptual_loss": "none", "discriminator_weight": 0.0})
+    _, second_run = run(tmp_path / "second", photo_folder, "titok_single_stage", steps=6,
+                        model={"vq_model": dict(VQ, decoder_head="conv"), "token_drop": {"min_tokens": 1},
+                               "init_weight": str(first_run), "freeze_encoder": True},
+                        losses={"perceptual_loss": "mobilenet_v2", "perceptual_weight": 0.1, "discriminator_weight": 0.0})
+    first, second = TiTok.from_pretrained(first_run), TiTok.from_pretrained(second_run)
+    images = photo_batch(photo_folder)
+    assert torch.equal(first.tokenize(images), second.tokenize(images))
+    ids = first.tokenize(images, num_tokens=3)
+    assert not torch.allclose(first.detokenize(ids), second.detokenize(ids))
+    assert list(json.loads((Path(second_run) / "config.json").read_text())["model"]) == ["vq_model"]
+
+
+def test_freeze_encoder_needs_the_weights_to_keep(tmp_path, photo_folder):
+    with pytest.raises(TrainingError, match="freeze_encoder needs model.init_weight"):
+        run(tmp_path, photo_folder, "titok_single_stage", model={"vq_model": dict(VQ), "freeze_encoder": True},
+            losses={"perceptual_loss": "none", "discriminator_weight": 0.0})

@@ -132,22 +132,32 @@ def training_summary(run_dir: Path) -> dict:
     return out
 
 
+def run_training(run: Path) -> dict:
+    """`training_summary`, or for a shipped model whose run folder is gone, the card in its `final/`."""
+    card = run / "final" / "metrics.json"
+    return training_summary(run) or (json.loads(card.read_text()).get("training", {}) if card.is_file() else {})
+
+
 def _run_config(run: Path) -> dict:
     return yaml.safe_load((run / "config.yaml").read_text()) if (run / "config.yaml").is_file() else {}
 
 
 def recipe_steps(run: Path) -> list[dict]:
     """The runs that made `run`'s model, first to last, following `model.init_weight`: name, steps,
-    wall minutes, warm start. A run folder that is gone counts by the card shipped in its `final/`."""
+    wall minutes, warm start, decoder only, perceptual loss. A run folder that is gone counts by the
+    card shipped in its `final/`."""
     steps, seen = [], set()
     while run is not None and run.resolve() not in seen:
         seen.add(run.resolve())
-        config, train = _run_config(run), training_summary(run)
-        card = run / "final" / "metrics.json"
-        if not train and card.is_file():
-            train = json.loads(card.read_text()).get("training", {})
+        config, train = _run_config(run), run_training(run)
+        if "recipe" in train:  # a shipped model whose run folders are gone: its card lists the runs that made it
+            return train["recipe"] + steps
+        losses = config.get("losses", {})
+        perceptual = losses.get("perceptual_loss", "auto") if config and losses.get("perceptual_weight", 0.1) else "none"
         steps.insert(0, {"name": run.name, **train, "warm_start": config.get("model", {}).get("warm_start") is not None
-                         or not config})  # a shipped step's recipe is its own card's
+                         or not config,  # a shipped step's recipe is its own card's
+                         "decoder_only": bool(config.get("model", {}).get("freeze_encoder")),
+                         "perceptual_loss": perceptual or "none"})
         init = config.get("model", {}).get("init_weight")
         run = Path(init).expanduser().parent if init else None
     return steps
@@ -189,9 +199,15 @@ def tokenizer_card(args) -> int:
         "(stored in float16, loaded as float32).", "",
         "- data: the offline photo pool of `onetok datasets fetch debian-photos` (Debian package photos; "
         f"licences in its manifest), train split, {crops} + flips",
-        "- recipe: MSE only, with the warm start of `onetok.training.warm_start` (continuous latents first, "
+        "- recipe: MSE, with the warm start of `onetok.training.warm_start` (continuous latents first, "
         "then a codebook seeded by k-means on them)" + ("; tail-token drop, so any prefix of the tokens decodes"
-                                                         if cfg.variable_length else "") if warm else "- recipe: see the config",
+                                                         if cfg.variable_length else "")
+        + "".join(f"; `{step['name']}`" + " and".join(part for part in (
+                      " trains the decoder alone (encoder and codebook frozen: the same ids)" if step.get("decoder_only") else "",
+                      f" adds a small `{step['perceptual_loss']}` feature loss"
+                      if step.get("perceptual_loss", "none") != "none" else "") if part)
+                  for step in chain if step.get("decoder_only") or step.get("perceptual_loss", "none") != "none")
+        if warm else "- recipe: see the config",
         "- configs: " + ", then ".join(f"`configs/{step['name']}.yaml`" for step in chain)
         + f" (each from the previous one's weights); command: `{args.command}`",
         f"- steps: {steps} on a 2-core CPU",
@@ -243,7 +259,7 @@ def generator_card(args) -> int:
     generator, tokenizer = MaskGIT.from_pretrained(run / "final"), TiTok.from_pretrained(args.tokenizer)
     result = score_generator(generator, tokenizer, load_array(args.val, args.limit), load_labels(args.val, args.limit),
                              load_array(args.train), args.per_class)
-    train = training_summary(run)
+    train = run_training(run)
     cfg, rows = generator.config, result["metrics"]
     names = cfg.extra.get("dataset", {}).get("class_names") or []
     lines = [

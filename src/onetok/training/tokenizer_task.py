@@ -103,6 +103,15 @@ def load_matching(titok: TiTok, folder: Path) -> list[str]:
     return sorted(set(own) - set(matching))
 
 
+def freeze_encoder_side(titok: TiTok) -> None:
+    """Encoder, latent tokens and codebook frozen: every image keeps the ids of the loaded weights, so a
+    generator trained on them stays valid. Frozen parameters and an input without grad: autograd
+    records nothing for the encoder."""
+    for part in (titok.encoder, titok.quantize):
+        part.requires_grad_(False)
+    titok.latent_tokens.requires_grad_(False)
+
+
 def model_tree(config: TrainConfig) -> dict:
     """The reference config tree ({model: {vq_model}, dataset: {preprocessing}}) of the run.
 
@@ -169,7 +178,8 @@ class _ReconstructionTask(_TokenDropMixin, Task):
 class SingleStageTask(_ReconstructionTask):
     """TiTok whose decoder outputs pixels (vq8k / VAE recipe, and our CPU quickstart).
 
-    `model.warm_start` (see training/warm_start.py) adds the short-budget warm start.
+    `model.warm_start` (see training/warm_start.py) adds the short-budget warm start;
+    `model.freeze_encoder` (with `model.init_weight`) trains only the decoder side.
     """
 
     def __init__(self, config: TrainConfig):
@@ -190,6 +200,10 @@ class SingleStageTask(_ReconstructionTask):
             fresh = load_matching(self.titok, Path(init))
             if fresh:
                 print(f"model.init_weight {init}: newly initialised {', '.join(fresh)}")
+        if self.config.model.get("freeze_encoder"):
+            if not init:
+                raise TrainingError("model.freeze_encoder needs model.init_weight: the run whose ids to keep")
+            freeze_encoder_side(self.titok)
         if self.titok.config.is_vae:
             self.seeder = None  # no codebook to seed: a VAE trains continuously from the start
         return {"model": self.titok, **self.loss_models()}
@@ -232,10 +246,7 @@ class Stage2Task(SingleStageTask):
         if missing:
             raise TrainingError(f"stage-1 + teacher weights do not cover the stage-2 model: {sorted(missing)[:3]}")
         titok.load_state_dict({k: state[k] for k in titok.state_dict()})
-        for part in (titok.encoder, titok.quantize):
-            part.requires_grad_(False)
-        titok.latent_tokens.requires_grad_(False)
-        # frozen parameters and an input without grad: autograd records nothing for the encoder
+        freeze_encoder_side(titok)
         return {"model": titok, **self.loss_models()}
 
 
