@@ -163,6 +163,14 @@ def recipe_steps(run: Path) -> list[dict]:
     return steps
 
 
+def step_notes(step: dict) -> list[str]:
+    """What a recipe step does beyond MSE on the whole model, for the card's recipe line."""
+    notes = ["trains the decoder alone (encoder and codebook frozen: the same ids)"] if step.get("decoder_only") else []
+    if step.get("perceptual_loss", "none") != "none":
+        notes.append(f"adds a small `{step['perceptual_loss']}` feature loss")
+    return notes
+
+
 def ship(model, dest: Path, picture: str, result: dict, train: dict, card: list[str]) -> None:
     """Replace `dest` with the model in float16 (half the bytes; loads back as float32), its picture,
     metrics.json and the card README.md; print the card."""
@@ -202,11 +210,7 @@ def tokenizer_card(args) -> int:
         "- recipe: MSE, with the warm start of `onetok.training.warm_start` (continuous latents first, "
         "then a codebook seeded by k-means on them)" + ("; tail-token drop, so any prefix of the tokens decodes"
                                                          if cfg.variable_length else "")
-        + "".join(f"; `{step['name']}`" + " and".join(part for part in (
-                      " trains the decoder alone (encoder and codebook frozen: the same ids)" if step.get("decoder_only") else "",
-                      f" adds a small `{step['perceptual_loss']}` feature loss"
-                      if step.get("perceptual_loss", "none") != "none" else "") if part)
-                  for step in chain if step.get("decoder_only") or step.get("perceptual_loss", "none") != "none")
+        + "".join(f"; `{step['name']}` " + " and ".join(notes) for step in chain if (notes := step_notes(step)))
         if warm else "- recipe: see the config",
         "- configs: " + ", then ".join(f"`configs/{step['name']}.yaml`" for step in chain)
         + f" (each from the previous one's weights); command: `{args.command}`",
