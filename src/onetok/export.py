@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import os
 import tempfile
 import warnings
@@ -106,11 +107,14 @@ def quantize_int8(source: Path, target: Path) -> None:
               if n.op_type in ("MatMul", "Gemm") and len(n.input) > 1 and n.input[1] in weights
               and "quantize" not in n.name]
     tmp = _temporary_beside(target)
+    quiet = logging.getLogger().level
+    logging.getLogger().setLevel(logging.ERROR)  # its advice to pre-process the graph, printed per call
     try:
         quantize_dynamic(str(source), tmp, op_types_to_quantize=["MatMul", "Gemm"], nodes_to_quantize=linear,
                          per_channel=True, weight_type=QuantType.QInt8)
         os.replace(tmp, target)
     finally:
+        logging.getLogger().setLevel(quiet)
         if os.path.exists(tmp):
             os.unlink(tmp)
 

@@ -9,7 +9,8 @@
 The decisions every front-end (CLI, app, demo, `onetok sample`, model cards) takes from here:
   * the pairing check: a generator fits a tokenizer with its token count, codebook size
     (`onetok.config.check_pairing`) and, when recorded, the tokenizer fingerprint;
-  * precision: None / "auto" resolve through `onetok.precision.auto_precision`;
+  * precision: the path each task runs on (`onetok.backends`); None / "auto" pick per task the
+    fastest path that stays faithful to fp32, from a probe cached per machine and model;
   * sampling: settings default to the generator's config, keyword arguments override them;
   * seeding: sample i of a call seeded s draws all its noise from `sample_seed(s, first_index + i)`,
     so its pixels depend neither on `batch_size` nor on the other samples of the call;
@@ -29,12 +30,11 @@ from .config import check_pairing
 from .data.images import load_image, pil_to_tensor, resize_center_crop, to_rgb
 from .data.tokens import tokenizer_fingerprint
 from .errors import PipelineError
+from .backends import TASKS, GeneratorPath, TokenizerPath, check_path, choose_paths
 from .fast import optimize_for_inference
-from .int8 import quantize_linear_int8
 from .hub import default_generator_path, default_tokenizer_path
 from .models import MaskGIT, TiTok
-from .precision import resolve_precision
-from .sampling import SAMPLING_KEYS, generate_seeded, sample_seed
+from .sampling import SAMPLING_KEYS, sample_seed
 
 ImageInput = str | os.PathLike | Image.Image | torch.Tensor | Sequence
 
@@ -76,7 +76,6 @@ class Pipeline:
     def __init__(self, tokenizer: TiTok, generator: MaskGIT | None = None, device: str | torch.device | None = None,
                  precision: str | None = None, tokenizer_name: str = "tokenizer", generator_name: str = "generator"):
         self.device = torch.device(device or default_device())
-        self.precision = resolve_precision(precision or "auto", self.device)
         self.tokenizer = optimize_for_inference(tokenizer.to(self.device))
         self.generator = None if generator is None else optimize_for_inference(generator.to(self.device))
         self.tokenizer_name, self.generator_name = tokenizer_name, generator_name
@@ -86,10 +85,30 @@ class Pipeline:
         if self.generator is not None:
             check_pairing(self.tokenizer.config, self.generator.config, tokenizer_name, generator_name)
             check_fingerprint(self.tokenizer, self.generator, tokenizer_name, generator_name)
-        if self.precision == "int8":  # after the checks, which read the float weights
-            for model in (self.tokenizer, self.generator):
-                if model is not None:
-                    quantize_linear_int8(model)
+        # after the checks, which read the float weights (int8 quantizes the models in place)
+        self.requested_precision = precision or "auto"
+        self.paths = self._choose_paths(self.requested_precision)
+        self._runners, built = {}, {}  # tasks on the same path share one runner (one ONNX session)
+        for task, path in self.paths.items():
+            kind, model = (GeneratorPath, self.generator) if task == "generate" else (TokenizerPath, self.tokenizer)
+            if (kind, path) not in built:
+                built[kind, path] = kind(model, path)
+            self._runners[task] = built[kind, path]
+
+    def _choose_paths(self, precision: str) -> dict[str, str]:
+        tasks = TASKS if self.generator is not None else ("tokenize", "detokenize")
+        if precision == "auto":
+            return choose_paths(self.tokenizer, self.generator, self.device)
+        path = check_path(precision, self.device)
+        return {task: path for task in tasks}
+
+    @property
+    def precision(self) -> str:
+        """The path every task runs on ('bf16'), or each task's when "auto" chose several."""
+        names = set(self.paths.values())
+        if len(names) == 1:
+            return names.pop()
+        return ", ".join(f"{task} {path}" for task, path in self.paths.items())
 
     @classmethod
     def from_pretrained(cls, tokenizer: str | os.PathLike | TiTok | None = None,
@@ -100,8 +119,10 @@ class Pipeline:
         With `tokenizer` given and `generator` None, or with `generator=False`, the pipeline has no
         generator (the shipped one belongs to the shipped tokenizer); it tokenizes, detokenizes and
         reconstructs.
-        `precision`: "fp32", "bf16", "int8" (Linear layers, onetok.int8; quantizes the models in place)
-        or None / "auto" (bf16 where the hardware is fast at it).
+        `precision`: "fp32", "bf16", "int8" (Linear layers, onetok.int8; quantizes the models in place),
+        "onnx" / "onnx-int8" (ONNX Runtime on the CPU, exported once into the onetok cache), or None /
+        "auto": per task the fastest of these that stays faithful to fp32, measured once per machine
+        and model (`onetok.backends`).
         """
         device = str(device or default_device())
         tokenizer_model, tokenizer_name = load_model(TiTok, tokenizer, default_tokenizer_path, device)
@@ -181,23 +202,22 @@ class Pipeline:
     def tokenize(self, images: ImageInput, batch_size: int | None = None, num_tokens: int | None = None) -> torch.Tensor:
         """Images -> token ids (B, K) on the CPU (VAE tokenizers: latents (B, K, C)); with
         `num_tokens` k, the first k of them (B, k)."""
-        return self._batches(lambda x: self.tokenizer.tokenize(x, precision=self.precision, num_tokens=num_tokens),
-                             self.load_images(images), batch_size)
+        tokenize = self._runners["tokenize"].tokenize
+        return self._batches(lambda x: tokenize(x, num_tokens), self.load_images(images), batch_size)
 
     @torch.inference_mode()
     def detokenize(self, ids: torch.Tensor | np.ndarray | Sequence, batch_size: int | None = None) -> torch.Tensor:
         """Token ids (B, k) or (k,), any prefix 1 <= k <= K -> images (B, 3, H, W) in [0, 1] on the CPU."""
         tokens = torch.as_tensor(np.asarray(ids)) if not torch.is_tensor(ids) else ids
         tokens = self.tokenizer.check_tokens(tokens[None] if tokens.dim() == 1 else tokens)
-        return self._batches(lambda x: self.tokenizer.detokenize(x, precision=self.precision), tokens, batch_size)
+        return self._batches(self._runners["detokenize"].detokenize, tokens, batch_size)
 
     @torch.inference_mode()
     def reconstruct(self, images: ImageInput, batch_size: int | None = None, num_tokens: int | None = None) -> torch.Tensor:
         """Images -> their reconstructions through the tokens (B, 3, H, W) in [0, 1] on the CPU
         (through the first `num_tokens` only, when given)."""
         def round_trip(x):
-            ids = self.tokenizer.tokenize(x, precision=self.precision, num_tokens=num_tokens)
-            return self.tokenizer.detokenize(ids, precision=self.precision)
+            return self._runners["detokenize"].detokenize(self._runners["tokenize"].tokenize(x, num_tokens))
 
         return self._batches(round_trip, self.load_images(images), batch_size)
 
@@ -210,7 +230,7 @@ class Pipeline:
         caller draw part of a larger run). `sampling` overrides the generator's configured
         settings (`MaskGIT.generate`'s keywords); None values keep the configured ones.
         """
-        generator = self._need_generator()
+        self._need_generator()
         unknown = set(sampling) - set(SAMPLING_KEYS)
         if unknown:
             raise PipelineError(f"unknown sampling settings: {', '.join(sorted(unknown))}; use {', '.join(SAMPLING_KEYS)}")
@@ -219,8 +239,8 @@ class Pipeline:
         seeds = [sample_seed(seed, first_index + i) for i in range(len(condition))]
 
         def draw(rows: slice) -> torch.Tensor:
-            ids = generate_seeded(generator, condition[rows], seeds[rows], precision=self.precision, **settings)
-            return self.tokenizer.detokenize(ids, precision=self.precision)
+            ids = self._runners["generate"].generate(condition[rows], seeds[rows], **settings)
+            return self._runners["detokenize"].detokenize(ids)
 
         return self._batches(draw, torch.arange(len(condition)), batch_size, by_slice=True)
 

@@ -1,12 +1,12 @@
-"""Inference precision: exact float32, bfloat16 autocast, or int8 Linear layers.
+"""Inference precision inside the torch models: exact float32, bfloat16 autocast, or int8 Linear layers.
 
-The one rule for "auto" (`auto_precision`): bf16 on CUDA GPUs with bf16 and on CPUs whose
-flags list AVX512-BF16 or AMX; float32 elsewhere. Every front-end resolves "auto" through it,
-so the CLI, the app and `onetok.Pipeline` compute the same ids on the same machine. It never
-picks bf16 on a CPU without native bf16 (emulated bf16 matmuls are many times slower than
-fp32), and never int8: measured on the shared 2-core CPU (AMX, AVX512-BF16, VNNI)
-(benchmarks/bench_inference.py), int8 Linear layers (torchao, eager) are slower than bf16 and
-flip more token ids than the 3% the fast paths may. int8 stays an explicit choice.
+`auto_precision` is the documented rule: bf16 on CUDA GPUs with bf16 and on CPUs whose flags list
+AVX512-BF16 or AMX, float32 elsewhere; never bf16 on a CPU without native bf16 (emulated bf16
+matmuls are many times slower than fp32), never int8. It is what "auto" means inside a model
+(`TiTok.tokenize(precision="auto")`). `onetok.Pipeline`, which every front-end goes through,
+measures instead: its "auto" picks per task among fp32, bf16, and ONNX Runtime ("onnx",
+"onnx-int8", which only a Pipeline runs) from a probe cached per machine (`onetok.backends`),
+and falls back to this rule with $ONETOK_AUTO_PROBE=0.
 """
 from __future__ import annotations
 
@@ -16,9 +16,9 @@ import torch
 
 from .errors import PrecisionError
 
-PRECISIONS = ("fp32", "bf16", "auto")  # what the CLI commands offer
-# library only: the model must first pass through onetok.fast.optimize_for_inference(model, "int8")
-QUANTIZED = ("int8",)
+TORCH_PRECISIONS = ("fp32", "bf16", "int8")  # int8: onetok.int8 quantizes the model's Linear layers first
+PIPELINE_ONLY = ("onnx", "onnx-int8")  # ONNX Runtime on exported graphs: onetok.backends
+PRECISIONS = ("auto", "fp32", "bf16", "int8", *PIPELINE_ONLY)  # what the CLI commands offer
 ALIASES = {"float32": "fp32", "bfloat16": "bf16"}
 
 
@@ -48,8 +48,10 @@ def auto_precision(device: torch.device | str = "cpu") -> str:
 def resolve_precision(precision: str, device: torch.device | str = "cpu") -> str:
     """'fp32', 'bf16' or 'int8' ('auto' through `auto_precision`)."""
     name = ALIASES.get(precision, precision) if isinstance(precision, str) else precision
-    if name not in PRECISIONS + QUANTIZED:
-        known = ", ".join([*PRECISIONS, *QUANTIZED, *ALIASES])
+    if name in PIPELINE_ONLY:
+        raise PrecisionError(f"precision {name!r} runs exported graphs in ONNX Runtime: use it through onetok.Pipeline")
+    if name not in ("auto", *TORCH_PRECISIONS):
+        known = ", ".join([*PRECISIONS, *ALIASES])
         raise PrecisionError(f"precision must be one of {known}; got {precision!r}")
     if name == "auto":
         return auto_precision(device)

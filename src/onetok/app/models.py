@@ -82,7 +82,7 @@ def wrap_generator(model: torch.nn.Module, name: str, tokenizers: list[LoadedTok
     for tokenizer in tokenizers:
         try:
             pipeline = Pipeline(tokenizer.pipeline.tokenizer, model, tokenizer.pipeline.device,
-                                tokenizer.pipeline.precision, tokenizer.name, name)
+                                tokenizer.pipeline.requested_precision, tokenizer.name, name)
         except ValueError as err:  # this tokenizer does not fit; try the next
             problem = str(err)
             continue

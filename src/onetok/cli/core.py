@@ -20,7 +20,8 @@ from ..precision import PRECISIONS
 
 # ---------------------------------------------------------------- shared pieces
 
-PRECISION_HELP = "fp32 (exact) or bf16 autocast; auto: bf16 on CUDA GPUs and on CPUs with AVX512-BF16 or AMX"
+PRECISION_HELP = ("fp32 (exact), bf16 autocast, int8 (torchao), onnx / onnx-int8 (ONNX Runtime, CPU); auto: per task the "
+                  "fastest that stays faithful to fp32, measured once per machine and model")
 
 
 def add_runtime_args(parser, batch_flag: str = "--batch-size", batch_default: int = 16) -> None:

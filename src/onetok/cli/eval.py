@@ -128,6 +128,19 @@ def cmd_stats(args) -> int:
     return 0
 
 
+def pipeline_tasks(pipe, batch: int, seed: int = 0) -> dict:
+    """The calls `onetok eval throughput` times: the pipeline's own tokenize, detokenize and generate
+    (with the generator's sampling settings) on `batch` random images and classes."""
+    gen = torch.Generator().manual_seed(seed)
+    images = torch.rand(batch, 3, pipe.image_size, pipe.image_size, generator=gen)
+    ids = pipe.tokenize(images)
+    tasks = {"tokenize": lambda: pipe.tokenize(images), "detokenize": lambda: pipe.detokenize(ids)}
+    if pipe.generator is not None:
+        classes = torch.randint(0, pipe.num_classes, (batch,), generator=gen).tolist()
+        tasks["generate"] = lambda: pipe.generate(classes, seed=seed)
+    return tasks
+
+
 def cmd_throughput(args) -> int:
     from ..evaluation.report import write_json
     from ..evaluation.throughput import measure_throughput
@@ -136,11 +149,11 @@ def cmd_throughput(args) -> int:
 
     if args.output:
         check_writable(Path(args.output), (".json",))
-    # the Pipeline checks the pair fits and resolves "auto" by the one rule
+    # the Pipeline checks the pair fits and runs each task on its path ("auto": the measured choice)
     pipe = Pipeline.from_pretrained(args.model, generator=args.generator or False, device=args.device,
                                     precision=args.precision)
     sizes = [int(s) for s in args.batch_sizes.split(",") if s.strip()]
-    rows = measure_throughput(pipe.tokenizer, sizes, pipe.generator, pipe.precision, args.warmup, args.iters)
+    rows = measure_throughput(lambda batch: pipeline_tasks(pipe, batch), sizes, pipe.device, args.warmup, args.iters)
     print(f"{'task':<11} {'batch':>5} {'images/s':>10} {'s/batch':>9} {'peak MB':>9}   ({args.device}, {pipe.precision})")
     for row in rows:
         print(f"{row['task']:<11} {row['batch_size']:>5} {row['images_per_second']:>10.2f} "

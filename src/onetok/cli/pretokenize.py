@@ -22,7 +22,7 @@ from ..data.shards import ShardDataset
 from ..data.datasets import build_dataset
 from ..data.tokens import finished_shards, save_token_shard, tokenizer_fingerprint, write_token_manifest
 from ..data.transforms import EvalTransform
-from ..precision import PRECISIONS, autocast
+from ..precision import autocast
 from ..processes import process_state
 from ..errors import CorruptShardError, PretokenizeError
 
@@ -141,7 +141,7 @@ def cmd_pretokenize(args) -> int:
 
     check_sizes(args.shard_size, args.batch_size)  # before the tokenizer loads
     state = process_state()
-    # int8 is not offered here: tokens for training come from the float weights
+    # torch fp32 / bf16 only: tokens for training come from the float weights, in this module's own loop
     pipe = Pipeline.from_pretrained(args.tokenizer, generator=False, device=args.device or state.device,
                                     precision=args.precision)
     started = time.perf_counter()
@@ -163,7 +163,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--shard-size", type=int, default=10_000, help="source images per token shard")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--workers", type=int, default=2, help="DataLoader worker processes decoding images")
-    p.add_argument("--precision", choices=PRECISIONS, default="fp32",
+    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
                    help="fp32 (default: the ids an fp32 tokenizer gives) or bf16 autocast")
     p.add_argument("--device", help="default: this process's accelerator device")
     p.set_defaults(func=cmd_pretokenize)

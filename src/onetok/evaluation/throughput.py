@@ -8,8 +8,6 @@ from typing import Callable
 
 import torch
 
-from onetok.precision import autocast
-
 
 def _synchronize(device: torch.device) -> None:
     if device.type == "cuda":
@@ -48,31 +46,14 @@ def time_call(fn: Callable[[], object], batch_size: int, device: torch.device, w
             "peak_memory_mb": peak_memory_mb(device)}
 
 
-@torch.no_grad()
-def measure_throughput(tokenizer, batch_sizes: list[int], generator=None, precision: str = "fp32",
-                       warmup: int = 1, iters: int = 3, seed: int = 0) -> list[dict]:
-    """One row per (task, batch size): tokenize, detokenize, and with a generator, generate
-    (sampling with the generator's own settings, then detokenizing)."""
-    device = next(tokenizer.parameters()).device
-    size = tokenizer.config.crop_size
+def measure_throughput(make_tasks: Callable[[int], dict[str, Callable[[], object]]], batch_sizes: list[int],
+                       device: torch.device | str = "cpu", warmup: int = 1, iters: int = 3) -> list[dict]:
+    """One row per (task, batch size), increasing batch sizes; `make_tasks(batch)` -> {task name: call}."""
+    device = torch.device(device)
     rows = []
     for batch in sorted(batch_sizes):
         if batch < 1:
             raise ValueError(f"batch sizes must be positive, got {batch}")
-        gen = torch.Generator(device="cpu").manual_seed(seed)
-        images = torch.rand(batch, 3, size, size, generator=gen).to(device)
-        with autocast(precision, device):
-            ids = tokenizer.tokenize(images)
-            tasks = {"tokenize": lambda: tokenizer.tokenize(images), "detokenize": lambda: tokenizer.detokenize(ids)}
-            if generator is not None:
-                classes = torch.randint(0, generator.config.condition_num_classes, (batch,), generator=gen).to(device)
-                tasks["generate"] = lambda: tokenizer.detokenize(_generate(generator, classes))
-            for task, fn in tasks.items():
-                rows.append({"task": task, **time_call(fn, batch, device, warmup, iters)})
+        for task, fn in make_tasks(batch).items():
+            rows.append({"task": task, **time_call(fn, batch, device, warmup, iters)})
     return rows
-
-
-def _generate(generator, classes: torch.Tensor) -> torch.Tensor:
-    from onetok.sampling import default_sampling
-
-    return generator.generate(classes, **default_sampling(generator))

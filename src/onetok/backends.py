@@ -1,0 +1,270 @@
+"""The inference paths a Pipeline runs its tasks on, and what precision "auto" picks among them.
+
+Paths: "fp32" (eager float32, the reference computation), "bf16" (autocast), "int8" (torchao
+int8 Linear layers, quantizes the models in place), "onnx" and "onnx-int8" (ONNX Runtime on
+graphs `onetok.export` writes once per model into the onetok cache). Every path keeps the
+nearest-code search in float32 and takes and returns torch tensors.
+
+"auto" picks per task (tokenize, detokenize, generate) the fastest path whose results stay
+within FIDELITY of fp32, from a short probe on the shipped example photos, run once per machine
+and model and cached in $ONETOK_CACHE/auto_precision.json. Candidates: fp32; bf16 where the
+hardware has native bf16 (`precision.has_fast_bf16`; emulated bf16 is many times slower);
+ONNX Runtime fp32 and int8 on the CPU when onnxruntime is installed. Torch int8 is not a
+candidate: it quantizes the model for every task at once, and on the machines measured it was
+slower than bf16. With $ONETOK_AUTO_PROBE=0 "auto" skips the probe and follows the documented
+rule `precision.auto_precision` (bf16 where native, else fp32).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .data.images import load_image
+from .data.tokens import tokenizer_fingerprint
+from .errors import PrecisionError
+from .files import atomic_write_bytes, cache_root
+from .hub import example_photos
+from .int8 import quantize_linear_int8
+from .models import MaskGIT, TiTok
+from .precision import ALIASES, PIPELINE_ONLY, auto_precision, has_fast_bf16, resolve_precision
+from .sampling import default_sampling, generate_seeded
+
+TASKS = ("tokenize", "detokenize", "generate")
+ONNX_PATHS = PIPELINE_ONLY
+PATHS = ("fp32", "bf16", "int8", *ONNX_PATHS)
+FIDELITY = {"same_ids": 0.97, "psnr_db": 35.0}  # the fast paths' promise against fp32
+PROBE_ENV = "ONETOK_AUTO_PROBE"
+PROBE_BATCH, PROBE_MAX_STEPS = 4, 4  # images or samples per call; sampling steps timed
+PROBE_MIN_ROUNDS, PROBE_MAX_ROUNDS, PROBE_SECONDS = 3, 20, 3.0
+CACHE_NAME = "auto_precision.json"
+
+
+def check_path(name: str, device: torch.device) -> str:
+    """A path name ('auto' excluded), checked to run on `device`."""
+    name = ALIASES.get(name, name)
+    if name in ONNX_PATHS:
+        if device.type != "cpu":
+            raise PrecisionError(f"precision {name!r} runs ONNX Runtime on the CPU; use device 'cpu'")
+        if not onnx_available():
+            raise PrecisionError(f"precision {name!r} needs onnxruntime: pip install 'onetok[onnx]'")
+        return name
+    return resolve_precision(name, device)
+
+
+def onnx_available() -> bool:
+    try:
+        import onnx  # noqa: F401  (the exporter writes through it)
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def model_fingerprint(model: torch.nn.Module) -> str:
+    """Config + weight sample hash (the tokenizer fingerprint's rule, for any onetok model)."""
+    return tokenizer_fingerprint(model.config.to_dict(), model.state_dict())
+
+
+def onnx_folder(model: TiTok | MaskGIT, int8: bool) -> Path:
+    """The model's exported graphs in the onetok cache, exported on first use (fp32, and int8 when asked)."""
+    from .export import export_onnx
+    from .onnx import META_NAME
+
+    folder = cache_root() / "onnx" / model_fingerprint(model)[:24]
+    part = "tokenizer" if isinstance(model, TiTok) else "generator"
+    meta = folder / META_NAME
+    if meta.is_file():
+        files = json.loads(meta.read_text()).get(part, {}).get("files", {})
+        if "fp32" in files and (not int8 or "int8" in files):
+            return folder
+    tqdm.write(f"exporting {type(model).__name__} to ONNX once, into {folder}")
+    kwargs = {"tokenizer": model} if part == "tokenizer" else {"generator": model}
+    try:
+        return export_onnx(folder, int8=int8, **kwargs)
+    except ValueError as err:  # VAE and stage-1 tokenizers have no pixel graph
+        raise PrecisionError(f"this model has no ONNX path: {err}") from None
+
+
+class TokenizerPath:
+    """tokenize / detokenize of one tokenizer on one path."""
+
+    def __init__(self, model: TiTok, name: str):
+        self.model, self.name = model, name
+        self.onnx = None
+        if name in ONNX_PATHS:
+            from .onnx import OnnxTokenizer
+
+            int8 = name == "onnx-int8"
+            self.onnx = OnnxTokenizer(onnx_folder(model, int8), int8=int8, threads=torch.get_num_threads())
+        elif name == "int8":
+            quantize_linear_int8(model)
+
+    def tokenize(self, images: torch.Tensor, num_tokens: int | None = None) -> torch.Tensor:
+        if self.onnx is None:
+            return self.model.tokenize(images, precision=self.name, num_tokens=num_tokens)
+        self.model.check_images(images)
+        k = None if num_tokens is None else self.model.check_num_tokens(num_tokens)
+        return torch.from_numpy(self.onnx.tokenize(images.cpu().numpy(), num_tokens=k))
+
+    def detokenize(self, ids: torch.Tensor) -> torch.Tensor:
+        ids = self.model.check_tokens(ids)
+        # a fixed-length model's graph reads all K ids; its (poor) prefix decoding stays in torch
+        short = ids.shape[1] != self.model.config.num_latent_tokens and not self.model.config.variable_length
+        if self.onnx is None or short:
+            return self.model.detokenize(ids, precision="fp32" if self.onnx is not None else self.name)
+        return torch.from_numpy(self.onnx.detokenize(ids.cpu().numpy()))
+
+
+class GeneratorPath:
+    """Seeded class-to-ids sampling of one generator on one path (ONNX: its step inside torch's loop,
+    so the random draws, and the samples, are fp32's)."""
+
+    def __init__(self, model: MaskGIT, name: str):
+        self.model, self.name = model, name
+        if name in ONNX_PATHS:
+            from .export import with_onnx_step
+            from .onnx import OnnxGenerator
+
+            int8 = name == "onnx-int8"
+            step = OnnxGenerator(onnx_folder(model, int8), int8=int8, threads=torch.get_num_threads())
+            self.model, self.name = with_onnx_step(model, step), "fp32"
+        elif name == "int8":
+            quantize_linear_int8(model)
+
+    def generate(self, condition: torch.Tensor, seeds, **sampling) -> torch.Tensor:
+        return generate_seeded(self.model, condition, seeds, precision=self.name, **sampling)
+
+
+# ---------------------------------------------------------------- "auto": the measured choice
+
+def machine_key(device: torch.device) -> str:
+    """What the fastest path depends on besides the model: the processor, its threads and the libraries."""
+    parts = [platform.machine(), _cpu_name(), str(torch.get_num_threads()), torch.__version__, device.type]
+    if device.type == "cuda":
+        parts.append(torch.cuda.get_device_name(device))
+    try:
+        import onnxruntime
+
+        parts.append(onnxruntime.__version__)
+    except ImportError:
+        parts.append("no onnxruntime")
+    flags = "bf16" if has_fast_bf16(device) else "no-bf16"
+    return hashlib.sha256("|".join([*parts, flags]).encode()).hexdigest()[:16]
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def candidates(model: torch.nn.Module, device: torch.device) -> list[str]:
+    paths = ["fp32"] + (["bf16"] if has_fast_bf16(device) else [])
+    config = model.config
+    exportable = isinstance(model, MaskGIT) or not (config.is_vae or (config.is_legacy and not config.finetune_decoder))
+    if device.type == "cpu" and exportable and onnx_available():
+        paths += list(ONNX_PATHS)
+    return paths
+
+
+def choose_paths(tokenizer: TiTok, generator: MaskGIT | None, device: torch.device) -> dict[str, str]:
+    """task -> path for "auto": the cached probe result for this machine and these models, else a new probe."""
+    if os.environ.get(PROBE_ENV, "1") == "0":
+        rule = auto_precision(device)
+        return {task: rule for task in TASKS}
+    cache_file = cache_root() / CACHE_NAME
+    cache = read_cache(cache_file)
+    machine = cache.setdefault(machine_key(device), {})
+    jobs = [("tokenize", tokenizer), ("detokenize", tokenizer)] + ([("generate", generator)] if generator else [])
+    chosen, changed = {}, False
+    for task, model in jobs:
+        key = f"{task}:{model_fingerprint(model)[:24]}"
+        if key not in machine:
+            machine[key] = probe(task, tokenizer, generator, device)
+            changed = True
+        chosen[task] = machine[key]["chosen"]
+    if changed:
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(cache_file, json.dumps(cache, indent=1).encode())
+    return chosen
+
+
+def read_cache(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):  # none yet, or unreadable: measure again
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def probe_images(size: int, batch: int = PROBE_BATCH) -> torch.Tensor:
+    photos = [load_image(path, size) for path in example_photos()]
+    return torch.stack([photos[i % len(photos)] for i in range(batch)])
+
+
+def psnr_db(a: torch.Tensor, b: torch.Tensor) -> float:
+    mse = float(torch.mean((a.float() - b.float()) ** 2))
+    return 99.0 if mse == 0 else 10 * float(np.log10(1.0 / mse))
+
+
+def probe(task: str, tokenizer: TiTok, generator: MaskGIT | None, device: torch.device) -> dict:
+    """Time `task` on every candidate path (interleaved rounds, the fastest of the later ones) and check
+    each against fp32; -> {"chosen": path, "measured": {path: {"seconds", fidelity}}}."""
+    model = generator if task == "generate" else tokenizer
+    paths = candidates(model, device)
+    if "onnx-int8" in paths:  # one export writes both graphs
+        onnx_folder(model, int8=True)
+    with torch.inference_mode():
+        images = probe_images(tokenizer.config.crop_size).to(device)
+        if task == "generate":
+            settings = default_sampling(generator)
+            settings["num_sample_steps"] = min(settings["num_sample_steps"], PROBE_MAX_STEPS)
+            classes = torch.arange(PROBE_BATCH, device=device) % generator.config.condition_num_classes
+            runners = {p: GeneratorPath(generator, p) for p in paths}
+            calls = {p: (lambda r=r: r.generate(classes, list(range(PROBE_BATCH)), **settings)) for p, r in runners.items()}
+        else:
+            runners = {p: TokenizerPath(tokenizer, p) for p in paths}
+            ids = tokenizer.tokenize(images)
+            calls = {p: (lambda r=r: r.tokenize(images) if task == "tokenize" else r.detokenize(ids))
+                     for p, r in runners.items()}
+        seconds = {p: float("inf") for p in paths}
+        outputs, started = {}, time.perf_counter()
+        progress = tqdm(desc=f"auto precision: timing {task} on {', '.join(paths)}", unit="round", leave=False)
+        # interleaved rounds, the first a warm-up; small models get more rounds, against timer noise
+        for round_index in range(PROBE_MAX_ROUNDS):
+            if round_index >= PROBE_MIN_ROUNDS and time.perf_counter() - started > PROBE_SECONDS:
+                break
+            for path, call in calls.items():
+                start = time.perf_counter()
+                outputs[path] = call()
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                if round_index:
+                    seconds[path] = min(seconds[path], time.perf_counter() - start)
+            progress.update()
+        progress.close()
+    reference = outputs["fp32"].cpu()
+    measured = {}
+    for path in paths:
+        out = outputs[path].cpu()
+        if task == "detokenize":
+            quality = {"psnr_db": psnr_db(out, reference)}
+            faithful = quality["psnr_db"] >= FIDELITY["psnr_db"]
+        else:
+            quality = {"same_ids": float((out == reference).float().mean())}
+            faithful = quality["same_ids"] >= FIDELITY["same_ids"]
+        measured[path] = {"seconds": seconds[path], **quality, "faithful": faithful}
+    fastest = min((p for p in paths if measured[p]["faithful"]), key=lambda p: measured[p]["seconds"])
+    return {"chosen": fastest, "measured": measured}
