@@ -1,8 +1,9 @@
 """Speed and fidelity of every inference path against float32 eager, measured interleaved in one run.
 
-Paths (benchmarks/paths.py): fp32 eager (the reference computation), bf16 autocast +
-channels_last + batched guidance, int8 Linear layers (torchao), ONNX Runtime fp32 and int8
-(`onetok export`). Models: the released TiTok-L-32 / B-64 / S-128 shapes and their generators
+Paths (benchmarks/paths.py, the library's `onetok.backends`): fp32 eager (the reference
+computation), bf16 autocast + channels_last + batched guidance, int8 Linear layers (torchao),
+ONNX Runtime fp32 and int8 (`onetok export`), and which of them `precision="auto"` picks (its own
+short probe, run on the same model). Models: the released TiTok-L-32 / B-64 / S-128 shapes and their generators
 with random weights, and the shipped trained tokenizer and generator. Inputs are real photos.
 
     .venv/bin/python benchmarks/bench_inference.py --models default,b64 --repeats 1
@@ -13,8 +14,10 @@ Writes outputs/bench_inference.md (the printed table) and outputs/bench_inferenc
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -28,6 +31,7 @@ from paths import PATHS, generator_paths, tokenizer_paths  # noqa: E402
 from report import best_paths, bar_chart, throughput_table  # noqa: E402
 
 from onetok import MaskGIT, TiTok  # noqa: E402
+from onetok.backends import probe  # noqa: E402
 from onetok.data.images import load_image, pil_to_tensor, resize_center_crop  # noqa: E402
 from onetok.files import atomic_write_bytes  # noqa: E402
 from onetok.hub import default_generator_path, default_tokenizer_path  # noqa: E402
@@ -42,8 +46,6 @@ MODELS = {
     "default": ("shipped", "shipped", None),
     "tiny": ("titok_tiny", "generator_titok_tiny", 4),
 }
-# ONNX protobufs stop at 2 GiB: L-32's graphs would need external data files
-NO_ONNX = {"l32": "not run: L-32's graph exceeds ONNX's 2 GiB protobuf limit"}
 CLASSES = [207, 360, 387, 974, 88, 979, 417, 279]
 
 
@@ -69,8 +71,7 @@ def build(key: str, kind: str) -> torch.nn.Module:
 
 def bench_tokenizer(key: str, args, log) -> list[Cell]:
     model = build(key, "tokenizer")
-    wanted = tuple(p for p in args.paths if not (p.startswith("ort") and key in NO_ONNX))
-    paths = tokenizer_paths(model, wanted)
+    paths = tokenizer_paths(model, tuple(args.paths))
     images = photos(model.config.crop_size, args.batch)
     tok = measure(Cell(key, "tokenize", args.batch), {n: (lambda f=f[0]: f(images)) for n, f in paths.items()},
                   args.repeats, args.cell_seconds)
@@ -79,19 +80,18 @@ def bench_tokenizer(key: str, args, log) -> list[Cell]:
     dec = measure(Cell(key, "detokenize", args.batch), {n: (lambda f=f[1]: f(ids)) for n, f in paths.items()},
                   args.repeats, args.cell_seconds)
     for cell in (tok, dec):
-        cell.notes.update({p: NO_ONNX[key] for p in args.paths if p.startswith("ort") and key in NO_ONNX})
+        cell.auto = probe(cell.task, model, torch.device("cpu"))["chosen"]
     return [tok, dec]
 
 
 def bench_generator(key: str, args, log) -> list[Cell]:
     model = build(key, "generator")
     steps = MODELS[key][2] or model.config.num_steps
-    wanted = tuple(p for p in args.paths if not (p.startswith("ort") and key in NO_ONNX))
-    paths = generator_paths(model, steps, args.seed, wanted)
+    paths = generator_paths(model, steps, args.seed, tuple(args.paths))
     classes = torch.tensor(CLASSES)[torch.arange(args.batch) % len(CLASSES)] % model.config.condition_num_classes
     cell = measure(Cell(key, "generate", args.batch), {n: (lambda f=f: f(classes)) for n, f in paths.items()},
                    args.repeats, args.cell_seconds)
-    cell.notes.update({p: NO_ONNX[key] for p in args.paths if p.startswith("ort") and key in NO_ONNX})
+    cell.auto = probe("generate", model, torch.device("cpu"))["chosen"]
     return [cell]
 
 
@@ -156,6 +156,9 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    # the exported graphs of random weights are of no use later: keep them out of the user's cache
+    scratch = tempfile.TemporaryDirectory(prefix="onetok-bench-")
+    os.environ["ONETOK_CACHE"] = scratch.name
     torch.manual_seed(args.seed)
     started = time.time()
     machine = machine_line()

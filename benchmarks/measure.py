@@ -89,7 +89,7 @@ class Cell:
     task: str
     batch: int
     runs: dict[str, Run] = field(default_factory=dict)
-    notes: dict[str, str] = field(default_factory=dict)  # path -> why it has no timing
+    auto: str | None = None  # the path Pipeline(precision="auto") picks for this model and task
 
     def rate(self, path: str) -> float:
         return self.batch / statistics.median(self.runs[path].seconds)

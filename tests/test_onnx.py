@@ -217,3 +217,32 @@ def test_onnx_step_inside_torchs_loop_samples_torchs_ids(shipped):
     torch.manual_seed(11)
     got = with_onnx_step(generator, OnnxGenerator(out)).generate(classes)
     assert agreement(got, expected) >= 0.99
+
+
+def test_graphs_over_the_protobuf_limit_keep_their_weights_in_one_data_file(shipped, tmp_path):
+    """What torch writes for a graph over 2 GiB (TiTok-L-32): one file per weight beside the graph.
+    The export gathers them into encoder.onnx.data, which ONNX Runtime and the int8 quantizer read."""
+    import onnx
+
+    from onetok.export import _one_data_file, quantize_int8
+
+    out = shipped[0]
+    stage = tmp_path / "stage"
+    stage.mkdir()
+    onnx.save_model(onnx.load(str(out / "encoder.onnx")), str(stage / "encoder.onnx"), save_as_external_data=True,
+                    all_tensors_to_one_file=False, size_threshold=0)
+    assert len(list(stage.iterdir())) > 10
+    _one_data_file(stage / "encoder.onnx")
+    assert sorted(p.name for p in stage.iterdir()) == ["encoder.onnx", "encoder.onnx.data"]
+    assert (stage / "encoder.onnx").stat().st_size < (stage / "encoder.onnx.data").stat().st_size
+    import onnxruntime as ort
+
+    images = {"images": photos(shipped[1].config.crop_size).numpy()}
+
+    def ids(path):
+        return ort.InferenceSession(str(path)).run(None, images)[0]
+
+    assert np.array_equal(ids(stage / "encoder.onnx"), ids(out / "encoder.onnx"))
+    quantize_int8(stage / "encoder.onnx", stage / "encoder.int8.onnx")
+    assert agreement(ids(stage / "encoder.int8.onnx"), ids(out / "encoder.onnx")) > 0.8
+    assert not [p for p in stage.iterdir() if p.name.startswith(".")]

@@ -192,7 +192,7 @@ def choose_paths(tokenizer: TiTok, generator: MaskGIT | None, device: torch.devi
     for task, model in jobs:
         key = f"{task}:{model_fingerprint(model)[:24]}"
         if key not in machine:
-            machine[key] = probe(task, tokenizer, generator, device)
+            machine[key] = probe(task, model, device)
             changed = True
         chosen[task] = machine[key]["chosen"]
     if changed:
@@ -219,24 +219,24 @@ def psnr_db(a: torch.Tensor, b: torch.Tensor) -> float:
     return 99.0 if mse == 0 else 10 * float(np.log10(1.0 / mse))
 
 
-def probe(task: str, tokenizer: TiTok, generator: MaskGIT | None, device: torch.device) -> dict:
-    """Time `task` on every candidate path (interleaved rounds, the fastest of the later ones) and check
-    each against fp32; -> {"chosen": path, "measured": {path: {"seconds", fidelity}}}."""
-    model = generator if task == "generate" else tokenizer
+def probe(task: str, model: TiTok | MaskGIT, device: torch.device) -> dict:
+    """Time `task` on every candidate path for `model` (the tokenizer, or the generator for "generate"):
+    interleaved rounds, the fastest of the timed ones; each checked against fp32.
+    -> {"chosen": the fastest faithful path, "measured": {path: {"seconds", fidelity, "faithful"}}}."""
     paths = candidates(model, device)
     if "onnx-int8" in paths:  # one export writes both graphs
         onnx_folder(model, int8=True)
     with torch.inference_mode():
-        images = probe_images(tokenizer.config.crop_size).to(device)
         if task == "generate":
-            settings = default_sampling(generator)
+            settings = default_sampling(model)
             settings["num_sample_steps"] = min(settings["num_sample_steps"], PROBE_MAX_STEPS)
-            classes = torch.arange(PROBE_BATCH, device=device) % generator.config.condition_num_classes
-            runners = {p: GeneratorPath(generator, p) for p in paths}
+            classes = torch.arange(PROBE_BATCH, device=device) % model.config.condition_num_classes
+            runners = {p: GeneratorPath(model, p) for p in paths}
             calls = {p: (lambda r=r: r.generate(classes, list(range(PROBE_BATCH)), **settings)) for p, r in runners.items()}
         else:
-            runners = {p: TokenizerPath(tokenizer, p) for p in paths}
-            ids = tokenizer.tokenize(images)
+            images = probe_images(model.config.crop_size).to(device)
+            runners = {p: TokenizerPath(model, p) for p in paths}
+            ids = model.tokenize(images)
             calls = {p: (lambda r=r: r.tokenize(images) if task == "tokenize" else r.detokenize(ids))
                      for p, r in runners.items()}
         seconds = {p: float("inf") for p in paths}

@@ -16,10 +16,12 @@ attention products and the quantizer's code search keep float32.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import logging
 import os
+import shutil
 import tempfile
 import warnings
 from pathlib import Path
@@ -74,26 +76,48 @@ class _GeneratorStep(nn.Module):
         return cond + (cond - uncond) * guidance[:, None, None]
 
 
-def _temporary_beside(path: Path) -> str:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    os.chmod(tmp, 0o644)  # mkstemp makes it private; the exported files are meant to be shared
-    return tmp
+@contextlib.contextmanager
+def _staged(path: Path):
+    """A private folder beside `path` to write `path.name` (and its `.data` file) into; on success both
+    are renamed into place, the weights first, so readers never see half an export."""
+    stage = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
+    try:
+        yield stage / path.name
+        data = stage / f"{path.name}.data"
+        if data.exists():
+            os.chmod(data, 0o644)
+            os.replace(data, path.parent / data.name)
+        else:
+            (path.parent / data.name).unlink(missing_ok=True)
+        os.chmod(stage / path.name, 0o644)  # the exported files are meant to be shared
+        os.replace(stage / path.name, path)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+def _one_data_file(graph_path: Path) -> None:
+    """ONNX files are protobufs, 2 GiB at most: torch writes a larger graph's weights one file each
+    beside it. Gather them into one GRAPH.onnx.data."""
+    import onnx
+
+    if {p.name for p in graph_path.parent.iterdir()} <= {graph_path.name, f"{graph_path.name}.data"}:
+        return
+    model = onnx.load(str(graph_path))  # reads the per-weight files
+    for other in graph_path.parent.iterdir():
+        other.unlink()
+    onnx.save_model(model, str(graph_path), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location=f"{graph_path.name}.data", size_threshold=1024)
 
 
 def _export(module: nn.Module, inputs: tuple, names: list[str], output: str, path: Path) -> None:
-    """torch.onnx.export to a temporary file beside `path`, then rename (readers never see half a file)."""
+    """torch.onnx.export, staged beside `path` (readers never see half a file)."""
     axes = {name: {0: "batch"} for name in [*names, output]}
-    tmp = _temporary_beside(path)
-    try:
+    with _staged(path) as staged:
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")  # tracer warnings about Python-side shape checks
-            torch.onnx.export(module.eval(), inputs, tmp, input_names=names, output_names=[output],
+            torch.onnx.export(module.eval(), inputs, str(staged), input_names=names, output_names=[output],
                               dynamic_axes=axes, opset_version=OPSET, dynamo=False)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        _one_data_file(staged)
 
 
 def quantize_int8(source: Path, target: Path) -> None:
@@ -106,17 +130,17 @@ def quantize_int8(source: Path, target: Path) -> None:
     linear = [n.name for n in graph.node
               if n.op_type in ("MatMul", "Gemm") and len(n.input) > 1 and n.input[1] in weights
               and "quantize" not in n.name]
-    tmp = _temporary_beside(target)
+    large = (source.parent / f"{source.name}.data").exists()
     quiet = logging.getLogger().level
     logging.getLogger().setLevel(logging.ERROR)  # its advice to pre-process the graph, printed per call
     try:
-        quantize_dynamic(str(source), tmp, op_types_to_quantize=["MatMul", "Gemm"], nodes_to_quantize=linear,
-                         per_channel=True, weight_type=QuantType.QInt8)
-        os.replace(tmp, target)
+        with _staged(target) as staged:
+            quantize_dynamic(str(source), str(staged), op_types_to_quantize=["MatMul", "Gemm"], nodes_to_quantize=linear,
+                             per_channel=True, weight_type=QuantType.QInt8, use_external_data_format=large)
+            if large:
+                _one_data_file(staged)
     finally:
         logging.getLogger().setLevel(quiet)
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def _with_int8(folder: Path, files: dict, int8: bool) -> dict:
