@@ -44,7 +44,7 @@ PREDECODE ?= --predecode 128 --predecode 256
 default-model: $(STAMP)
 	$(BIN)/onetok datasets fetch debian-photos $(PREDECODE)
 	rm -rf $(RUNS)/default_tokenizer_fixed $(RUNS)/default_tokenizer_prefix $(RUNS)/default_tokenizer \
-		$(RUNS)/default_tokenizer_decoder
+		$(RUNS)/default_tokenizer_decoder $(RUNS)/default_tokenizer_decoder2 $(RUNS)/default_tokenizer_decoder3
 	$(BIN)/onetok train tokenizer configs/default_tokenizer_fixed.yaml experiment.output_dir=$(RUNS)/default_tokenizer_fixed \
 		$(TOKENIZER_TRAIN_ARGS)
 	$(BIN)/onetok train tokenizer configs/default_tokenizer_prefix.yaml experiment.output_dir=$(RUNS)/default_tokenizer_prefix \
@@ -53,7 +53,11 @@ default-model: $(STAMP)
 		model.init_weight=$(RUNS)/default_tokenizer_prefix/final $(TOKENIZER_FINETUNE_ARGS)
 	$(BIN)/onetok train tokenizer configs/default_tokenizer_decoder.yaml experiment.output_dir=$(RUNS)/default_tokenizer_decoder \
 		model.init_weight=$(RUNS)/default_tokenizer/final $(TOKENIZER_FINETUNE_ARGS)
-	$(BIN)/onetok card tokenizer $(RUNS)/default_tokenizer_decoder --val $(VAL) --dest $(DEST)/default_tokenizer $(CARD_ARGS)
+	$(BIN)/onetok train tokenizer configs/default_tokenizer_decoder2.yaml experiment.output_dir=$(RUNS)/default_tokenizer_decoder2 \
+		model.init_weight=$(RUNS)/default_tokenizer_decoder/final $(TOKENIZER_FINETUNE_ARGS)
+	$(BIN)/onetok train tokenizer configs/default_tokenizer_decoder3.yaml experiment.output_dir=$(RUNS)/default_tokenizer_decoder3 \
+		model.init_weight=$(RUNS)/default_tokenizer_decoder2/final $(TOKENIZER_FINETUNE_ARGS)
+	$(BIN)/onetok card tokenizer $(RUNS)/default_tokenizer_decoder3 --val $(VAL) --dest $(DEST)/default_tokenizer $(CARD_ARGS)
 	rm -rf $(RUNS)/tokens/default $(RUNS)/default_generator
 	$(BIN)/onetok pretokenize --tokenizer $(DEST)/default_tokenizer $(PRETOKENIZE_FROM) --flip -o $(RUNS)/tokens/default
 	$(BIN)/onetok train generator configs/default_generator.yaml experiment.output_dir=$(RUNS)/default_generator \

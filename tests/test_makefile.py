@@ -54,10 +54,11 @@ def test_default_model_quick_runs_end_to_end(tmp_path, monkeypatch):
         assert {"README.md", "metrics.json", "model.safetensors", "config.json", picture} <= {p.name for p in folder.iterdir()}
     pipe = Pipeline.from_pretrained(assets / "default_tokenizer", assets / "default_generator", precision="fp32")
     assert pipe.num_classes == 22 and pipe.codebook_size == 256
-    assert pipe.tokenizer.config.variable_length  # steps 2 to 4 of the recipe ran on step 1's model
+    assert pipe.tokenizer.config.variable_length  # steps 2 to 6 of the recipe ran on step 1's model
     recipe = json.loads((assets / "default_tokenizer" / "metrics.json").read_text())["training"]["recipe"]
     assert [step["name"] for step in recipe] == ["default_tokenizer_fixed", "default_tokenizer_prefix", "default_tokenizer",
-                                                "default_tokenizer_decoder"]
+                                                "default_tokenizer_decoder", "default_tokenizer_decoder2",
+                                                "default_tokenizer_decoder3"]
     assert all(step["steps"] == "4" for step in recipe)
     images = pipe.generate([0, 21], seed=1)
     assert images.shape == (2, 3, 128, 128) and torch.isfinite(images).all()

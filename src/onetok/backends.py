@@ -196,8 +196,11 @@ def choose_paths(tokenizer: TiTok, generator: MaskGIT | None, device: torch.devi
             changed = True
         chosen[task] = machine[key]["chosen"]
     if changed:
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(cache_file, json.dumps(cache, indent=1).encode())
+        try:
+            cache_file.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(cache_file, json.dumps(cache, indent=1).encode())
+        except OSError as err:  # a read-only cache: the choice holds for this process only
+            tqdm.write(f"auto precision: could not cache the measured choice in {cache_file} ({err})")
     return chosen
 
 

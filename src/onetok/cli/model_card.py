@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import itertools
 import json
 import shutil
 import sys
@@ -163,12 +164,22 @@ def recipe_steps(run: Path) -> list[dict]:
     return steps
 
 
-def step_notes(step: dict) -> list[str]:
+def step_notes(step: dict) -> tuple[str, ...]:
     """What a recipe step does beyond MSE on the whole model, for the card's recipe line."""
-    notes = ["trains the decoder alone (encoder and codebook frozen: the same ids)"] if step.get("decoder_only") else []
+    notes = ("the decoder alone (encoder and codebook frozen: the same ids)",) if step.get("decoder_only") else ()
     if step.get("perceptual_loss", "none") != "none":
-        notes.append(f"adds a small `{step['perceptual_loss']}` feature loss")
+        notes += (f"a small `{step['perceptual_loss']}` feature loss",)
     return notes
+
+
+def recipe_notes(chain: list[dict]) -> str:
+    """'; `a`, `b`: notes' for each run of consecutive steps with the same notes."""
+    parts = []
+    for notes, steps in itertools.groupby(chain, key=step_notes):
+        if notes:
+            names = ", ".join("`" + step["name"] + "`" for step in steps)
+            parts.append(f"; {names}: " + ", plus ".join(notes))
+    return "".join(parts)
 
 
 def ship(model, dest: Path, picture: str, result: dict, train: dict, card: list[str]) -> None:
@@ -210,7 +221,7 @@ def tokenizer_card(args) -> int:
         "- recipe: MSE, with the warm start of `onetok.training.warm_start` (continuous latents first, "
         "then a codebook seeded by k-means on them)" + ("; tail-token drop, so any prefix of the tokens decodes"
                                                          if cfg.variable_length else "")
-        + "".join(f"; `{step['name']}` " + " and ".join(notes) for step in chain if (notes := step_notes(step)))
+        + recipe_notes(chain)
         if warm else "- recipe: see the config",
         "- configs: " + ", then ".join(f"`configs/{step['name']}.yaml`" for step in chain)
         + f" (each from the previous one's weights); command: `{args.command}`",
