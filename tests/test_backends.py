@@ -47,6 +47,16 @@ def test_onnx_path_runs_every_task_like_fp32(cache, fp32):
     assert psnr(pipe.generate([3, 5], seed=7), fp32.generate([3, 5], seed=7)) >= 40
 
 
+def test_int8_graphs_join_an_fp32_export_without_exporting_it_again(cache):
+    Pipeline.from_pretrained(precision="onnx")
+    folders = sorted((cache / "onnx").iterdir())
+    stamps = {p: p.stat().st_mtime_ns for folder in folders for p in folder.glob("*.onnx")}
+    pipe = Pipeline.from_pretrained(precision="onnx-int8")
+    assert all(p.stat().st_mtime_ns == stamp for p, stamp in stamps.items())
+    assert all(list(folder.glob("*.int8.onnx")) for folder in folders)
+    assert float((pipe.tokenize(PHOTOS) == Pipeline.from_pretrained(precision="onnx").tokenize(PHOTOS)).float().mean()) > 0.8
+
+
 def test_auto_measures_once_and_caches_per_machine_and_model(cache, monkeypatch):
     monkeypatch.setenv(backends.PROBE_ENV, "1")
     cache_file = cache / backends.CACHE_NAME

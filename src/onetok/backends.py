@@ -42,7 +42,7 @@ ONNX_PATHS = PIPELINE_ONLY
 PATHS = ("fp32", "bf16", "int8", *ONNX_PATHS)
 FIDELITY = {"same_ids": 0.97, "psnr_db": 35.0}  # the fast paths' promise against fp32
 PROBE_ENV = "ONETOK_AUTO_PROBE"
-PROBE_BATCH, PROBE_MAX_STEPS = 4, 4  # images or samples per call; sampling steps timed
+PROBE_BATCH, PROBE_MAX_STEPS = 8, 4  # images or samples per call (the benchmark's batch); sampling steps timed
 PROBE_MIN_ROUNDS, PROBE_MAX_ROUNDS, PROBE_SECONDS = 3, 20, 3.0
 CACHE_NAME = "auto_precision.json"
 
@@ -75,16 +75,15 @@ def model_fingerprint(model: torch.nn.Module) -> str:
 
 def onnx_folder(model: TiTok | MaskGIT, int8: bool) -> Path:
     """The model's exported graphs in the onetok cache, exported on first use (fp32, and int8 when asked)."""
-    from .export import export_onnx
+    from .export import add_int8, export_onnx
     from .onnx import META_NAME
 
     folder = cache_root() / "onnx" / model_fingerprint(model)[:24]
     part = "tokenizer" if isinstance(model, TiTok) else "generator"
     meta = folder / META_NAME
-    if meta.is_file():
-        files = json.loads(meta.read_text()).get(part, {}).get("files", {})
-        if "fp32" in files and (not int8 or "int8" in files):
-            return folder
+    files = json.loads(meta.read_text()).get(part, {}).get("files", {}) if meta.is_file() else {}
+    if "fp32" in files:
+        return add_int8(folder) if int8 and "int8" not in files else folder
     tqdm.write(f"exporting {type(model).__name__} to ONNX once, into {folder}")
     kwargs = {"tokenizer": model} if part == "tokenizer" else {"generator": model}
     try:
@@ -213,7 +212,9 @@ def read_cache(path: Path) -> dict:
 
 
 def probe_images(size: int, batch: int = PROBE_BATCH) -> torch.Tensor:
+    """The example photos, then their mirror images, cycled to `batch`."""
     photos = [load_image(path, size) for path in example_photos()]
+    photos += [photo.flip(-1) for photo in photos]
     return torch.stack([photos[i % len(photos)] for i in range(batch)])
 
 
@@ -227,21 +228,24 @@ def probe(task: str, model: TiTok | MaskGIT, device: torch.device) -> dict:
     interleaved rounds, the fastest of the timed ones; each checked against fp32.
     -> {"chosen": the fastest faithful path, "measured": {path: {"seconds", fidelity, "faithful"}}}."""
     paths = candidates(model, device)
-    if "onnx-int8" in paths:  # one export writes both graphs
-        onnx_folder(model, int8=True)
     with torch.inference_mode():
         if task == "generate":
-            settings = default_sampling(model)
-            settings["num_sample_steps"] = min(settings["num_sample_steps"], PROBE_MAX_STEPS)
+            # timed over a few sampling steps; checked over all of them (a flipped id early on changes
+            # what later steps see, so fidelity is only known at the end)
+            full = default_sampling(model)
+            timed = {**full, "num_sample_steps": min(full["num_sample_steps"], PROBE_MAX_STEPS)}
             classes = torch.arange(PROBE_BATCH, device=device) % model.config.condition_num_classes
+            seeds = list(range(PROBE_BATCH))
             runners = {p: GeneratorPath(model, p) for p in paths}
-            calls = {p: (lambda r=r: r.generate(classes, list(range(PROBE_BATCH)), **settings)) for p, r in runners.items()}
+            calls = {p: (lambda r=r: r.generate(classes, seeds, **timed)) for p, r in runners.items()}
+            checks = {p: (lambda r=r: r.generate(classes, seeds, **full)) for p, r in runners.items()}
         else:
             images = probe_images(model.config.crop_size).to(device)
             runners = {p: TokenizerPath(model, p) for p in paths}
             ids = model.tokenize(images)
             calls = {p: (lambda r=r: r.tokenize(images) if task == "tokenize" else r.detokenize(ids))
                      for p, r in runners.items()}
+            checks = calls
         seconds = {p: float("inf") for p in paths}
         outputs, started = {}, time.perf_counter()
         progress = tqdm(desc=f"auto precision: timing {task} on {', '.join(paths)}", unit="round", leave=False)
@@ -258,6 +262,8 @@ def probe(task: str, model: TiTok | MaskGIT, device: torch.device) -> dict:
                     seconds[path] = min(seconds[path], time.perf_counter() - start)
             progress.update()
         progress.close()
+        if checks is not calls:
+            outputs = {path: check() for path, check in checks.items()}
     reference = outputs["fp32"].cpu()
     measured = {}
     for path in paths:

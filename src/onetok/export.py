@@ -204,6 +204,19 @@ def export_onnx(folder: str | os.PathLike, tokenizer: TiTok | None = None, gener
     return folder
 
 
+def add_int8(folder: str | os.PathLike) -> Path:
+    """Give an export without int8 twins its int8 graphs, quantized from the fp32 ones already there."""
+    from .onnx import read_meta
+
+    folder = Path(folder)
+    meta = read_meta(folder)
+    for part in ("tokenizer", "generator"):
+        if part in meta and "int8" not in meta[part]["files"]:
+            meta[part]["files"] = _with_int8(folder, meta[part]["files"]["fp32"], True)
+    atomic_write_bytes(folder / META_NAME, json.dumps(meta, indent=2).encode())
+    return folder
+
+
 def with_onnx_step(model: MaskGIT, step: OnnxGenerator) -> MaskGIT:
     """A shallow copy of the generator whose guided logits come from the exported ONNX step.
 

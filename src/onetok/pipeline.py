@@ -26,11 +26,11 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .backends import TASKS, GeneratorPath, TokenizerPath, check_path, choose_paths
 from .config import check_pairing
 from .data.images import load_image, pil_to_tensor, resize_center_crop, to_rgb
 from .data.tokens import tokenizer_fingerprint
 from .errors import PipelineError
-from .backends import TASKS, GeneratorPath, TokenizerPath, check_path, choose_paths
 from .fast import optimize_for_inference
 from .hub import default_generator_path, default_tokenizer_path
 from .models import MaskGIT, TiTok
