@@ -34,7 +34,7 @@ def test_default_model_quick_runs_end_to_end(tmp_path, monkeypatch):
     commands = make_commands("default-model-quick", f"QUICK_OUT={out}")
     onetok = [c for c in commands if c.startswith(".venv/bin/onetok ")]
     steps = [shlex.split(c)[1:3] for c in onetok]
-    assert steps == [["datasets", "fetch"], *[["train", "tokenizer"]] * 4, ["card", "tokenizer"],
+    assert steps == [["datasets", "fetch"], *[["train", "tokenizer"]] * 6, ["card", "tokenizer"],
                      ["pretokenize", "--tokenizer"], ["train", "generator"], ["card", "generator"]]
     # nothing of the quick run goes into the package
     assert all(str(REPO / "src") not in c and "src/onetok/assets" not in c.split("configs/")[0] for c in onetok)

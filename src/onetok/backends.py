@@ -20,6 +20,7 @@ import hashlib
 import json
 import os
 import platform
+import sys
 import time
 from pathlib import Path
 
@@ -42,7 +43,8 @@ ONNX_PATHS = PIPELINE_ONLY
 PATHS = ("fp32", "bf16", "int8", *ONNX_PATHS)
 FIDELITY = {"same_ids": 0.97, "psnr_db": 35.0}  # the fast paths' promise against fp32
 PROBE_ENV = "ONETOK_AUTO_PROBE"
-PROBE_BATCH, PROBE_MAX_STEPS = 8, 4  # images or samples per call (the benchmark's batch); sampling steps timed
+PROBE_BATCH = 8  # images or samples per call (the benchmark's batch)
+PROBE_TIMED_STEPS, PROBE_CHECKED_STEPS = 4, 16  # sampling steps timed, and checked against fp32
 PROBE_MIN_ROUNDS, PROBE_MAX_ROUNDS, PROBE_SECONDS = 3, 20, 3.0
 CACHE_NAME = "auto_precision.json"
 
@@ -84,7 +86,7 @@ def onnx_folder(model: TiTok | MaskGIT, int8: bool) -> Path:
     files = json.loads(meta.read_text()).get(part, {}).get("files", {}) if meta.is_file() else {}
     if "fp32" in files:
         return add_int8(folder) if int8 and "int8" not in files else folder
-    tqdm.write(f"exporting {type(model).__name__} to ONNX once, into {folder}")
+    tqdm.write(f"exporting {type(model).__name__} to ONNX once, into {folder}", file=sys.stderr)
     kwargs = {"tokenizer": model} if part == "tokenizer" else {"generator": model}
     try:
         return export_onnx(folder, int8=int8, **kwargs)
@@ -199,7 +201,7 @@ def choose_paths(tokenizer: TiTok, generator: MaskGIT | None, device: torch.devi
             cache_file.parent.mkdir(parents=True, exist_ok=True)
             atomic_write_bytes(cache_file, json.dumps(cache, indent=1).encode())
         except OSError as err:  # a read-only cache: the choice holds for this process only
-            tqdm.write(f"auto precision: could not cache the measured choice in {cache_file} ({err})")
+            tqdm.write(f"auto precision: could not cache the measured choice in {cache_file} ({err})", file=sys.stderr)
     return chosen
 
 
@@ -230,15 +232,17 @@ def probe(task: str, model: TiTok | MaskGIT, device: torch.device) -> dict:
     paths = candidates(model, device)
     with torch.inference_mode():
         if task == "generate":
-            # timed over a few sampling steps; checked over all of them (a flipped id early on changes
-            # what later steps see, so fidelity is only known at the end)
-            full = default_sampling(model)
-            timed = {**full, "num_sample_steps": min(full["num_sample_steps"], PROBE_MAX_STEPS)}
+            # timed over a few sampling steps; checked over more (a flipped id early on changes what
+            # later steps see, so fidelity is only known at the end): all of them, up to 16
+            configured = default_sampling(model)
+            steps = configured["num_sample_steps"]
+            timed = {**configured, "num_sample_steps": min(steps, PROBE_TIMED_STEPS)}
+            checked = {**configured, "num_sample_steps": min(steps, PROBE_CHECKED_STEPS)}
             classes = torch.arange(PROBE_BATCH, device=device) % model.config.condition_num_classes
             seeds = list(range(PROBE_BATCH))
             runners = {p: GeneratorPath(model, p) for p in paths}
             calls = {p: (lambda r=r: r.generate(classes, seeds, **timed)) for p, r in runners.items()}
-            checks = {p: (lambda r=r: r.generate(classes, seeds, **full)) for p, r in runners.items()}
+            checks = {p: (lambda r=r: r.generate(classes, seeds, **checked)) for p, r in runners.items()}
         else:
             images = probe_images(model.config.crop_size).to(device)
             runners = {p: TokenizerPath(model, p) for p in paths}

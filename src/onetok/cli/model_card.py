@@ -38,6 +38,7 @@ from ..evaluation.inception import load_fid_inception
 from ..evaluation.rate_quality import evaluate_rate_quality
 from ..models import MaskGIT, TiTok
 from ..pipeline import Pipeline, in_batches
+from ..training.perceptual import perceptual_in_use
 
 
 def load_array(path: str, limit: int | None = None) -> torch.Tensor:
@@ -154,11 +155,12 @@ def recipe_steps(run: Path) -> list[dict]:
         if "recipe" in train:  # a shipped model whose run folders are gone: its card lists the runs that made it
             return train["recipe"] + steps
         losses = config.get("losses", {})
-        perceptual = losses.get("perceptual_loss", "auto") if config and losses.get("perceptual_weight", 0.1) else "none"
+        kind = losses.get("perceptual_loss", "auto")
+        perceptual = kind if config and perceptual_in_use(kind, losses.get("perceptual_weight", 0.1)) else "none"
         steps.insert(0, {"name": run.name, **train, "warm_start": config.get("model", {}).get("warm_start") is not None
                          or not config,  # a shipped step's recipe is its own card's
                          "decoder_only": bool(config.get("model", {}).get("freeze_encoder")),
-                         "perceptual_loss": perceptual or "none"})
+                         "perceptual_loss": perceptual})
         init = config.get("model", {}).get("init_weight")
         run = Path(init).expanduser().parent if init else None
     return steps

@@ -13,7 +13,7 @@ from einops import rearrange
 from torch import nn
 
 from onetok.training.discriminator import NLayerDiscriminator
-from onetok.training.perceptual import PerceptualLoss
+from onetok.training.perceptual import PerceptualLoss, perceptual_in_use
 from onetok.errors import LossConfigError
 
 
@@ -134,7 +134,7 @@ class ReconstructionLoss(nn.Module):
         self.quantize_mode = quantize_mode
         self.kl_weight = kl_weight
 
-        if perceptual_weight == 0 or perceptual_loss in (None, "none"):
+        if not perceptual_in_use(perceptual_loss, perceptual_weight):
             perceptual_loss = None
         elif isinstance(perceptual_loss, str):
             perceptual_loss = PerceptualLoss(perceptual_loss)

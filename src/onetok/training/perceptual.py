@@ -31,18 +31,34 @@ INCEPTION_LAYERS = ("Conv2d_2b_3x3", "Conv2d_4a_3x3", "Mixed_5d", "Mixed_6e", "M
 INCEPTION_MIN_SIZE = 75  # smallest input whose features survive to Mixed_7c
 
 
+def perceptual_in_use(kind, weight: float) -> bool:
+    """Whether a recipe's perceptual loss runs: weight 0, or kind None / "none", turns it off."""
+    return weight != 0 and kind not in (None, "none")
+
+
+class ImageNetNormalize(nn.Module):
+    """Images in [0, 1] -> the ImageNet-normalised input torchvision-trained networks expect."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return (images - self.mean) / self.std
+
+
 class ConvNeXtLogitLoss(nn.Module):
     """Per-image MSE between ConvNeXt-Small logits at 224 px, ImageNet-normalised."""
 
     def __init__(self, pretrained: bool = True, weights_path: str | os.PathLike | None = None):
         super().__init__()
         self.net = convnext.convnext_small(pretrained=pretrained, weights_path=weights_path)
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        self.normalize = ImageNetNormalize()
 
     def logits(self, images: torch.Tensor) -> torch.Tensor:
         x = F.interpolate(images, size=(224, 224), mode="bilinear", align_corners=False, antialias=True)
-        return self.net((x - self.mean) / self.std)
+        return self.net(self.normalize(x))
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         # Two passes, not one batch: autograd then skips the backward of an input without grad.
@@ -112,12 +128,11 @@ class MobileNetFeatureLoss(nn.Module):
     def __init__(self, pretrained: bool = True):
         super().__init__()
         self.net = mobilenet.mobilenet_v2_features(pretrained)
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        self.normalize = ImageNetNormalize()
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         # Two passes, not one batch: autograd then skips the backward of an input without grad.
-        features = [self.net((images - self.mean) / self.std, self.TAPS) for images in (x, y)]
+        features = [self.net(self.normalize(images), self.TAPS) for images in (x, y)]
         return feature_distance(*features)
 
 
