@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from onetok.precision import cpu_flags, has_fast_bf16
+from onetok.precision import cpu_flags, cpu_name, has_fast_bf16
 
 
 def _load_mallinfo2():
@@ -144,8 +144,7 @@ def matmul_rates(n: int = 2048, repeats: int = 5) -> dict[str, float]:
 
 def machine_line() -> str:
     flags = cpu_flags()
-    names = [line.split(":", 1)[1].strip() for line in flags.splitlines() if line.startswith("model name")]
-    cpu = names[0] if names else platform.processor()
+    cpu = cpu_name() or platform.processor()
     isa = [name for name in ("amx_bf16", "amx_int8", "avx512_bf16", "avx512_vnni", "avx_vnni") if name in flags.split()]
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     return (f"{cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, torch {torch.__version__}, "

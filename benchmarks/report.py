@@ -6,12 +6,12 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
+from onetok.backends import fidelity
 from onetok.files import atomic_write_bytes
 
 from measure import Cell
 
 TARGETS = {"tokenize": 3.0, "detokenize": 4.0, "generate": 3.0}
-MIN_AGREEMENT, MIN_PSNR = 0.97, 35.0
 COLOURS = {"bf16": "#2a7ab0", "int8": "#d9822b", "onnx": "#7a7a7a", "onnx-int8": "#5aa469"}
 
 
@@ -22,13 +22,13 @@ def throughput_table(cells: list[Cell]) -> list[str]:
         for path, run in c.runs.items():
             if not run.seconds:
                 continue
-            agree, quality = fidelity(c, path)
+            agree, quality = fidelity_text(c, path)
             lines.append(f"| {c.model} | {c.task} | {c.batch} | {path} | {c.rate(path):.3f} | "
                          f"**{c.ratio(path):.2f}x** | {run.mib:.0f} | {len(run.seconds)} | {agree} | {quality} |")
     return lines
 
 
-def fidelity(c: Cell, path: str) -> tuple[str, str]:
+def fidelity_text(c: Cell, path: str) -> tuple[str, str]:
     """(identical ids, PSNR) of a path's output against fp32's, as table text."""
     from measure import agreement, psnr
 
@@ -39,10 +39,8 @@ def fidelity(c: Cell, path: str) -> tuple[str, str]:
 
 
 def faithful(c: Cell, path: str) -> bool:
-    from measure import agreement, psnr
-
-    out, ref = c.runs[path].out, c.runs["fp32"].out
-    return psnr(out, ref) >= MIN_PSNR if c.task == "detokenize" else agreement(out, ref) >= MIN_AGREEMENT
+    """The library's own fidelity bar (what "auto" applies)."""
+    return fidelity(c.task, c.runs[path].out, c.runs["fp32"].out)["faithful"]
 
 
 def best_paths(cells: list[Cell]) -> list[str]:

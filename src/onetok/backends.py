@@ -29,17 +29,16 @@ import torch
 from tqdm.auto import tqdm
 
 from .data.images import load_image
-from .data.tokens import tokenizer_fingerprint
+from .data.tokens import model_fingerprint
 from .errors import PrecisionError
 from .files import atomic_write_bytes, cache_root
 from .hub import example_photos
 from .int8 import quantize_linear_int8
 from .models import MaskGIT, TiTok
-from .precision import ALIASES, PIPELINE_ONLY, auto_precision, has_fast_bf16, resolve_precision
+from .precision import ALIASES, ONNX_PATHS, auto_precision, cpu_name, has_fast_bf16, resolve_precision
 from .sampling import default_sampling, generate_seeded
 
 TASKS = ("tokenize", "detokenize", "generate")
-ONNX_PATHS = PIPELINE_ONLY
 PATHS = ("fp32", "bf16", "int8", *ONNX_PATHS)
 FIDELITY = {"same_ids": 0.97, "psnr_db": 35.0}  # the fast paths' promise against fp32
 PROBE_ENV = "ONETOK_AUTO_PROBE"
@@ -68,11 +67,6 @@ def onnx_available() -> bool:
     except ImportError:
         return False
     return True
-
-
-def model_fingerprint(model: torch.nn.Module) -> str:
-    """Config + weight sample hash (the tokenizer fingerprint's rule, for any onetok model)."""
-    return tokenizer_fingerprint(model.config.to_dict(), model.state_dict())
 
 
 def onnx_folder(model: TiTok | MaskGIT, int8: bool) -> Path:
@@ -116,11 +110,11 @@ class TokenizerPath:
         return torch.from_numpy(self.onnx.tokenize(images.cpu().numpy(), num_tokens=k))
 
     def detokenize(self, ids: torch.Tensor) -> torch.Tensor:
-        ids = self.model.check_tokens(ids)
-        # a fixed-length model's graph reads all K ids; its (poor) prefix decoding stays in torch
-        short = ids.shape[1] != self.model.config.num_latent_tokens and not self.model.config.variable_length
-        if self.onnx is None or short:
-            return self.model.detokenize(ids, precision="fp32" if self.onnx is not None else self.name)
+        if self.onnx is None:
+            return self.model.detokenize(ids, precision=self.name)
+        ids, config = self.model.check_tokens(ids), self.model.config
+        if ids.shape[1] != config.num_latent_tokens and not config.variable_length:
+            return self.model.detokenize(ids)  # a fixed-length graph reads all K ids: its (poor) prefixes stay in torch
         return torch.from_numpy(self.onnx.detokenize(ids.cpu().numpy()))
 
 
@@ -148,7 +142,7 @@ class GeneratorPath:
 
 def machine_key(device: torch.device) -> str:
     """What the fastest path depends on besides the model: the processor, its threads and the libraries."""
-    parts = [platform.machine(), _cpu_name(), str(torch.get_num_threads()), torch.__version__, device.type]
+    parts = [platform.machine(), cpu_name() or platform.processor(), str(torch.get_num_threads()), torch.__version__, device.type]
     if device.type == "cuda":
         parts.append(torch.cuda.get_device_name(device))
     try:
@@ -161,21 +155,11 @@ def machine_key(device: torch.device) -> str:
     return hashlib.sha256("|".join([*parts, flags]).encode()).hexdigest()[:16]
 
 
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
-
-
 def candidates(model: torch.nn.Module, device: torch.device) -> list[str]:
+    from .export import exportable
+
     paths = ["fp32"] + (["bf16"] if has_fast_bf16(device) else [])
-    config = model.config
-    exportable = isinstance(model, MaskGIT) or not (config.is_vae or (config.is_legacy and not config.finetune_decoder))
-    if device.type == "cpu" and exportable and onnx_available():
+    if device.type == "cpu" and exportable(model) and onnx_available():
         paths += list(ONNX_PATHS)
     return paths
 
@@ -225,6 +209,17 @@ def psnr_db(a: torch.Tensor, b: torch.Tensor) -> float:
     return 99.0 if mse == 0 else 10 * float(np.log10(1.0 / mse))
 
 
+def fidelity(task: str, out: torch.Tensor, reference: torch.Tensor) -> dict:
+    """How close a path's output is to fp32's, and whether within FIDELITY: pixels by PSNR, ids by
+    the share that are identical."""
+    out, reference = out.cpu(), reference.cpu()
+    if task == "detokenize":
+        value = psnr_db(out, reference)
+        return {"psnr_db": value, "faithful": value >= FIDELITY["psnr_db"]}
+    value = float((out == reference).float().mean())
+    return {"same_ids": value, "faithful": value >= FIDELITY["same_ids"]}
+
+
 def probe(task: str, model: TiTok | MaskGIT, device: torch.device) -> dict:
     """Time `task` on every candidate path for `model` (the tokenizer, or the generator for "generate"):
     interleaved rounds, the fastest of the timed ones; each checked against fp32.
@@ -268,16 +263,6 @@ def probe(task: str, model: TiTok | MaskGIT, device: torch.device) -> dict:
         progress.close()
         if checks is not calls:
             outputs = {path: check() for path, check in checks.items()}
-    reference = outputs["fp32"].cpu()
-    measured = {}
-    for path in paths:
-        out = outputs[path].cpu()
-        if task == "detokenize":
-            quality = {"psnr_db": psnr_db(out, reference)}
-            faithful = quality["psnr_db"] >= FIDELITY["psnr_db"]
-        else:
-            quality = {"same_ids": float((out == reference).float().mean())}
-            faithful = quality["same_ids"] >= FIDELITY["same_ids"]
-        measured[path] = {"seconds": seconds[path], **quality, "faithful": faithful}
+    measured = {path: {"seconds": seconds[path], **fidelity(task, outputs[path], outputs["fp32"])} for path in paths}
     fastest = min((p for p in paths if measured[p]["faithful"]), key=lambda p: measured[p]["seconds"])
     return {"chosen": fastest, "measured": measured}

@@ -154,9 +154,15 @@ def _with_int8(folder: Path, files: dict, int8: bool) -> dict:
     return out
 
 
+def exportable(model: TiTok | MaskGIT) -> bool:
+    """Generators, and VQ tokenizers that decode to pixels (not VAEs, not stage-1 proxy-code models)."""
+    cfg = model.config
+    return isinstance(model, MaskGIT) or not (cfg.is_vae or (cfg.is_legacy and not cfg.finetune_decoder))
+
+
 def export_tokenizer(model: TiTok, folder: Path, int8: bool = False) -> dict:
     cfg = model.config
-    if cfg.is_vae or (cfg.is_legacy and not cfg.finetune_decoder):
+    if not exportable(model):
         raise ValueError("only VQ tokenizers that decode to pixels can be exported")
     model = model.float().eval()
     images = torch.rand(2, 3, cfg.crop_size, cfg.crop_size)

@@ -29,7 +29,7 @@ from PIL import Image
 from .backends import TASKS, GeneratorPath, TokenizerPath, check_path, choose_paths
 from .config import check_pairing
 from .data.images import load_image, pil_to_tensor, resize_center_crop, to_rgb
-from .data.tokens import tokenizer_fingerprint
+from .data.tokens import model_fingerprint
 from .errors import PipelineError
 from .fast import optimize_for_inference
 from .hub import default_generator_path, default_tokenizer_path
@@ -56,7 +56,7 @@ def recorded_class_names(generator: MaskGIT) -> list[str] | None:
 def check_fingerprint(tokenizer: TiTok, generator: MaskGIT, tokenizer_name: str, generator_name: str) -> None:
     """A generator whose config records the tokenizer it was trained on accepts only that one."""
     recorded = generator.config.extra.get("dataset", {}).get("tokenizer_fingerprint")
-    if recorded is not None and recorded != tokenizer_fingerprint(tokenizer.config.to_dict(), tokenizer.state_dict()):
+    if recorded is not None and recorded != model_fingerprint(tokenizer):
         raise PipelineError(f"generator {generator_name} was trained on tokens of tokenizer {recorded[:12]}, "
                             f"not on those of tokenizer {tokenizer_name}")
 

@@ -17,8 +17,8 @@ import torch
 from .errors import PrecisionError
 
 TORCH_PRECISIONS = ("fp32", "bf16", "int8")  # int8: onetok.int8 quantizes the model's Linear layers first
-PIPELINE_ONLY = ("onnx", "onnx-int8")  # ONNX Runtime on exported graphs: onetok.backends
-PRECISIONS = ("auto", "fp32", "bf16", "int8", *PIPELINE_ONLY)  # what the CLI commands offer
+ONNX_PATHS = ("onnx", "onnx-int8")  # ONNX Runtime on exported graphs: only a Pipeline runs them (onetok.backends)
+PRECISIONS = ("auto", "fp32", "bf16", "int8", *ONNX_PATHS)  # what the CLI commands offer
 ALIASES = {"float32": "fp32", "bfloat16": "bf16"}
 
 
@@ -29,6 +29,12 @@ def cpu_flags() -> str:
             return f.read()
     except OSError:
         return ""
+
+
+def cpu_name() -> str:
+    """The processor's model name as the kernel reports it ('' where it does not)."""
+    names = [line.split(":", 1)[1].strip() for line in cpu_flags().splitlines() if line.startswith("model name")]
+    return names[0] if names else ""
 
 
 def has_fast_bf16(device: torch.device | str = "cpu") -> bool:
@@ -48,7 +54,7 @@ def auto_precision(device: torch.device | str = "cpu") -> str:
 def resolve_precision(precision: str, device: torch.device | str = "cpu") -> str:
     """'fp32', 'bf16' or 'int8' ('auto' through `auto_precision`)."""
     name = ALIASES.get(precision, precision) if isinstance(precision, str) else precision
-    if name in PIPELINE_ONLY:
+    if name in ONNX_PATHS:
         raise PrecisionError(f"precision {name!r} runs exported graphs in ONNX Runtime: use it through onetok.Pipeline")
     if name not in ("auto", *TORCH_PRECISIONS):
         known = ", ".join([*PRECISIONS, *ALIASES])

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 from ..files import atomic_write_bytes
 from ..data.shards import ShardDataset
 from ..data.datasets import build_dataset
-from ..data.tokens import finished_shards, save_token_shard, tokenizer_fingerprint, write_token_manifest
+from ..data.tokens import finished_shards, model_fingerprint, save_token_shard, write_token_manifest
 from ..data.transforms import EvalTransform
 from ..precision import autocast
 from ..processes import process_state
@@ -98,7 +98,7 @@ def pretokenize(tokenizer, data: str, out: str | os.PathLike, flip: bool = False
     state = state or process_state()
     out = Path(out)
     cfg = tokenizer.config
-    fingerprint = tokenizer_fingerprint(cfg.to_dict(), tokenizer.state_dict())
+    fingerprint = model_fingerprint(tokenizer)
     class_names, units = work_units(data, cfg.crop_size, shard_size)
     settings = {"tokenizer_hash": fingerprint, "source": str(data), "flip": flip, "shard_size": shard_size,
                 "num_shards": len(units)}

@@ -44,6 +44,11 @@ def tokenizer_fingerprint(config: dict, weights: Mapping[str, torch.Tensor]) -> 
     return digest.hexdigest()
 
 
+def model_fingerprint(model: torch.nn.Module) -> str:
+    """`tokenizer_fingerprint` of a loaded model (a tokenizer, or any onetok model with a config)."""
+    return tokenizer_fingerprint(model.config.to_dict(), model.state_dict())
+
+
 def token_dtype(codebook_size: int) -> np.dtype:
     return np.dtype(np.uint16) if codebook_size <= 2**16 else np.dtype(np.int32)
 

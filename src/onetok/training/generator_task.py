@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from onetok.config import GeneratorConfig, check_pairing
 from onetok.data.images import make_grid
-from onetok.data.tokens import TokenDataset, tokenizer_fingerprint
+from onetok.data.tokens import TokenDataset, model_fingerprint
 from onetok.models import MaskGIT, TiTok
 from onetok.sampling import generate_seeded, sample_seed
 from onetok.training.config import TrainConfig
@@ -86,7 +86,7 @@ def build_run(config: TrainConfig) -> tuple[GeneratorTask, TokenDataset]:
     tokenizer = TiTok.from_pretrained(data["tokenizer"]) if data.get("tokenizer") else None
     if tokenizer is not None and tokenizer.config.is_vae:
         raise GeneratorRunError(f"dataset.tokenizer {data['tokenizer']} is a VAE: MaskGIT needs a VQ tokenizer")
-    expected = tokenizer_fingerprint(tokenizer.config.to_dict(), tokenizer.state_dict()) if tokenizer is not None else None
+    expected = model_fingerprint(tokenizer) if tokenizer is not None else None
     dataset = TokenDataset(data["tokens"], expected_hash=expected)
     if tokenizer is None:
         log.info("dataset.tokenizer is not set: no previews, and the token folder's fingerprint is trusted")
