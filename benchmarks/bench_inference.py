@@ -28,10 +28,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from measure import Cell, machine_line, matmul_rates, measure  # noqa: E402
 from paths import PATHS, generator_paths, tokenizer_paths  # noqa: E402
-from report import best_paths, bar_chart, throughput_table  # noqa: E402
+from report import bar_chart, best_paths, bounds_table, class_to_image, throughput_table  # noqa: E402
 
 from onetok import MaskGIT, TiTok  # noqa: E402
 from onetok.backends import probe  # noqa: E402
+from onetok.fast import can_keep_heap  # noqa: E402
 from onetok.data.images import load_image, pil_to_tensor, resize_center_crop  # noqa: E402
 from onetok.files import atomic_write_bytes  # noqa: E402
 from onetok.hub import default_generator_path, default_tokenizer_path  # noqa: E402
@@ -107,6 +108,10 @@ def write_report(args, machine: str, rates: dict, cells: list[Cell], started: fl
         f"rates are medians; random weights of the released shapes unless the model is `default` (the shipped "
         f"trained models); real photos; generate = sampled ids (no pixel decoding); seed {args.seed}",
         "- same ids: token ids identical to fp32 eager's; PSNR: detokenize of the same ids against fp32 eager's pixels",
+        "- fp32 eager runs as the reference code does, with glibc's malloc as it is (its adaptive mmap threshold "
+        "held at the 32 MiB it settles on); the library's paths run "
+        f"each call inside `onetok.fast.kept_heap` as a Pipeline does ({'on' if can_keep_heap() else 'not available here'}); "
+        "`benchmarks/bench_heap.py` measures what that alone is worth",
         "- torch.compile: not run (on this CPU the pixel decoder alone took 7+ minutes to compile, per batch size, "
         "for no steady-state gain over eager oneDNN)",
         f"- wall time {time.time() - started:.0f} s",
@@ -125,6 +130,17 @@ def write_report(args, machine: str, rates: dict, cells: list[Cell], started: fl
         "## Targets: the fastest path that keeps 97% identical ids (35 dB for detokenize)",
         "",
         *best_paths(cells),
+        "",
+        "## Class to image: generate cell + detokenize cell, per sample",
+        "",
+        *class_to_image(cells),
+        "",
+        "## What bounds the misses: fp32 eager against this CPU's fp32 matmul rate",
+        "",
+        "Matmul and convolution FLOPs of one fp32 eager call (torch.utils.flop_counter; attention "
+        "scores uncounted). At the full fp32 rate an exact-fp32 path could be at most 1 / share faster.",
+        "",
+        *bounds_table(cells, rates),
         "",
     ]
     text = "\n".join(report)

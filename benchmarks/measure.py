@@ -1,8 +1,6 @@
 """Measuring helpers of the inference benchmark: timing, peak memory, fidelity, the hardware's ceilings."""
 from __future__ import annotations
 
-import ctypes
-import math
 import os
 import platform
 import statistics
@@ -11,24 +9,10 @@ import time
 from dataclasses import dataclass, field
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
+from onetok.fast import malloc_bytes
 from onetok.precision import cpu_flags, cpu_name, has_fast_bf16
-
-
-def _load_mallinfo2():
-    class MallInfo2(ctypes.Structure):
-        names = "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost"
-        _fields_ = [(name, ctypes.c_size_t) for name in names.split()]
-
-    try:
-        function = ctypes.CDLL("libc.so.6").mallinfo2
-    except (OSError, AttributeError):
-        return None
-    function.restype = MallInfo2
-    return function
-
-
-_MALLINFO2 = _load_mallinfo2()
 
 
 class PeakMemory:
@@ -40,9 +24,9 @@ class PeakMemory:
 
     @staticmethod
     def _in_use() -> int:
-        if _MALLINFO2 is not None:
-            info = _MALLINFO2()
-            return info.uordblks + info.hblkhd  # heap chunks + mmapped chunks in use
+        in_use = malloc_bytes()
+        if in_use is not None:
+            return sum(in_use)  # heap chunks + mmapped chunks in use
         with open("/proc/self/statm") as f:
             return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
@@ -90,6 +74,7 @@ class Cell:
     batch: int
     runs: dict[str, Run] = field(default_factory=dict)
     auto: str | None = None  # the path Pipeline(precision="auto") picks for this model and task
+    flops: float = 0.0  # matmul and convolution FLOPs of one fp32 eager call (torch's flop counter)
 
     def rate(self, path: str) -> float:
         return self.batch / statistics.median(self.runs[path].seconds)
@@ -97,15 +82,29 @@ class Cell:
     def ratio(self, path: str) -> float:
         return self.rate(path) / self.rate("fp32")
 
+    def seconds_per_item(self, path: str) -> float:
+        return 1.0 / self.rate(path)
+
+    def tera_ops(self, path: str = "fp32") -> float:
+        """Counted FLOPs per second of `path` (the fp32 call's FLOPs: the same work on every path)."""
+        return self.flops * self.rate(path) / self.batch / 1e12
+
 
 def measure(cell: Cell, paths: dict, repeats: int, cell_seconds: float) -> Cell:
     """Round robin over the paths (fp32 first), `repeats` rounds at most, fewer once past `cell_seconds`.
 
     A warm-up call per path comes first (first-call allocations, oneDNN kernel creation, lazy
-    quantization state); its output is kept as the fidelity sample if no timed run happens.
+    quantization state); its output is kept as the fidelity sample if no timed run happens. fp32's
+    warm-up also counts the FLOPs (under no_grad: the counter does not run in inference mode).
     """
     for name, fn in paths.items():
-        cell.runs[name] = Run(out=torch.as_tensor(fn()))
+        if name == "fp32":
+            with FlopCounterMode(display=False) as counter:
+                out = fn()
+            cell.flops = float(counter.get_total_flops())
+        else:
+            out = fn()
+        cell.runs[name] = Run(out=torch.as_tensor(out))
     spent = 0.0
     for _ in range(repeats):
         for name, fn in paths.items():
@@ -117,15 +116,6 @@ def measure(cell: Cell, paths: dict, repeats: int, cell_seconds: float) -> Cell:
         if spent > cell_seconds:
             break
     return cell
-
-
-def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    mse = (a.float() - b.float()).pow(2).mean().item()
-    return math.inf if mse == 0 else 10 * math.log10(1.0 / mse)
-
-
-def agreement(a: torch.Tensor, b: torch.Tensor) -> float:
-    return (a == b).float().mean().item()
 
 
 def matmul_rates(n: int = 2048, repeats: int = 5) -> dict[str, float]:

@@ -30,17 +30,19 @@ def throughput_table(cells: list[Cell]) -> list[str]:
 
 def fidelity_text(c: Cell, path: str) -> tuple[str, str]:
     """(identical ids, PSNR) of a path's output against fp32's, as table text."""
-    from measure import agreement, psnr
-
-    ref, out = c.runs["fp32"].out, c.runs[path].out
+    measured = fidelity(c.task, c.runs[path].out, c.runs["fp32"].out)
     if c.task == "detokenize":
-        return "", f"{psnr(out, ref):.1f} dB"
-    return f"{100 * agreement(out, ref):.1f}%", ""
+        return "", f"{measured['psnr_db']:.1f} dB"
+    return f"{100 * measured['same_ids']:.1f}%", ""
 
 
 def faithful(c: Cell, path: str) -> bool:
     """The library's own fidelity bar (what "auto" applies)."""
     return fidelity(c.task, c.runs[path].out, c.runs["fp32"].out)["faithful"]
+
+
+def fastest_faithful(c: Cell) -> tuple[float, str]:
+    return max((c.ratio(p), p) for p, run in c.runs.items() if run.seconds and faithful(c, p))
 
 
 def best_paths(cells: list[Cell]) -> list[str]:
@@ -50,12 +52,53 @@ def best_paths(cells: list[Cell]) -> list[str]:
     for c in cells:
         if c.batch != 8 or c.task not in TARGETS:
             continue
-        ratio, path = max((c.ratio(p), p) for p, run in c.runs.items() if run.seconds and faithful(c, p))
+        ratio, path = fastest_faithful(c)
         goal = TARGETS[c.task]
         verdict = "met" if ratio >= goal else f"missed by {goal - ratio:.2f}x ({100 * (1 - ratio / goal):.0f}% short)"
         auto = c.auto if c.auto in c.runs and c.runs[c.auto].seconds else None
         auto_ratio = f"{c.ratio(auto):.2f}x" + ("" if faithful(c, auto) else " (unfaithful here)") if auto else "not measured"
         lines.append(f"| {c.model} | {c.task} | {goal:.0f}x | {path} | {ratio:.2f}x | {verdict} | {c.auto} | {auto_ratio} |")
+    return lines
+
+
+def class_to_image(cells: list[Cell]) -> list[str]:
+    """Class -> pixels per model: its generate cell's seconds per sample plus its detokenize cell's
+    seconds per image, for fp32 eager, what "auto" picks, and the fastest faithful pair."""
+    lines = ["| model | fp32 eager | auto picks (generate + detokenize) | ratio | fastest faithful pair | ratio | target |",
+             "|---|---:|---|---:|---|---:|---|"]
+    by_task = {(c.model, c.task): c for c in cells if c.batch == 8}
+    for (model, task), gen in by_task.items():
+        dec = by_task.get((model, "detokenize"))
+        if task != "generate" or dec is None:
+            continue
+
+        def seconds(gen_path: str, dec_path: str) -> float:
+            return gen.seconds_per_item(gen_path) + dec.seconds_per_item(dec_path)
+
+        reference = seconds("fp32", "fp32")
+        pair = (fastest_faithful(gen)[1], fastest_faithful(dec)[1])
+        measured = gen.auto in gen.runs and dec.auto in dec.runs
+        auto = f"{reference / seconds(gen.auto, dec.auto):.2f}x" if measured else "not measured"
+        best = reference / seconds(*pair)
+        verdict = "met" if best >= TARGETS["generate"] else f"missed by {TARGETS['generate'] - best:.2f}x"
+        lines.append(f"| {model} | {1 / reference:.3g} images/s | {gen.auto} + {dec.auto} | {auto} | "
+                     f"{pair[0]} + {pair[1]} | {best:.2f}x | {TARGETS['generate']:.0f}x: {verdict} |")
+    return lines
+
+
+def bounds_table(cells: list[Cell], rates: dict) -> list[str]:
+    """How close fp32 eager already runs to this CPU's fp32 matmul rate (so how much any exact-fp32
+    path could still gain), beside the fastest path at any fidelity."""
+    lines = ["| model | task | GFLOP per item | fp32 eager tera-ops/s | share of the fp32 2048^3 rate | "
+             "fastest path at any fidelity |",
+             "|---|---|---:|---:|---:|---|"]
+    for c in cells:
+        if not c.flops:
+            continue
+        ratio, path = max((c.ratio(p), p) for p, run in c.runs.items() if run.seconds)
+        agree, quality = fidelity_text(c, path)
+        lines.append(f"| {c.model} | {c.task} | {c.flops / c.batch / 1e9:.1f} | {c.tera_ops():.3f} | "
+                     f"{100 * c.tera_ops() / rates['fp32']:.0f}% | {path} {ratio:.2f}x, {agree or quality} |")
     return lines
 
 

@@ -1,5 +1,6 @@
 """The inference paths a Pipeline runs its tasks on, and what precision "auto" picks among them.
 
+Every call runs inside `onetok.fast.kept_heap` (large freed buffers reused within the call).
 Paths: "fp32" (eager float32, the reference computation), "bf16" (autocast), "int8" (torchao
 int8 Linear layers, quantizes the models in place), "onnx" and "onnx-int8" (ONNX Runtime on
 graphs `onetok.export` writes once per model into the onetok cache). Every path keeps the
@@ -31,6 +32,7 @@ from tqdm.auto import tqdm
 from .data.images import load_image
 from .data.tokens import model_fingerprint
 from .errors import PrecisionError
+from .fast import kept_heap
 from .files import atomic_write_bytes, cache_root
 from .hub import example_photos
 from .int8 import quantize_linear_int8
@@ -102,6 +104,7 @@ class TokenizerPath:
         elif name == "int8":
             quantize_linear_int8(model)
 
+    @kept_heap()
     def tokenize(self, images: torch.Tensor, num_tokens: int | None = None) -> torch.Tensor:
         if self.onnx is None:
             return self.model.tokenize(images, precision=self.name, num_tokens=num_tokens)
@@ -109,6 +112,7 @@ class TokenizerPath:
         k = None if num_tokens is None else self.model.check_num_tokens(num_tokens)
         return torch.from_numpy(self.onnx.tokenize(images.cpu().numpy(), num_tokens=k))
 
+    @kept_heap()
     def detokenize(self, ids: torch.Tensor) -> torch.Tensor:
         if self.onnx is None:
             return self.model.detokenize(ids, precision=self.name)
@@ -134,6 +138,7 @@ class GeneratorPath:
         elif name == "int8":
             quantize_linear_int8(model)
 
+    @kept_heap()
     def generate(self, condition: torch.Tensor, seeds, **sampling) -> torch.Tensor:
         return generate_seeded(self.model, condition, seeds, precision=self.name, **sampling)
 

@@ -100,6 +100,12 @@ class TiTokConfig:
         return self.quantize_mode == "vae"
 
     @property
+    def is_stage1(self) -> bool:
+        """A two-stage TiTok before its decoder is fine-tuned: it predicts the teacher VQGAN's proxy
+        codes, not pixels."""
+        return self.is_legacy and not self.finetune_decoder
+
+    @property
     def bits_per_token(self) -> float:
         import math
 

@@ -157,7 +157,7 @@ def _with_int8(folder: Path, files: dict, int8: bool) -> dict:
 def exportable(model: TiTok | MaskGIT) -> bool:
     """Generators, and VQ tokenizers that decode to pixels (not VAEs, not stage-1 proxy-code models)."""
     cfg = model.config
-    return isinstance(model, MaskGIT) or not (cfg.is_vae or (cfg.is_legacy and not cfg.finetune_decoder))
+    return isinstance(model, MaskGIT) or not (cfg.is_vae or cfg.is_stage1)
 
 
 def export_tokenizer(model: TiTok, folder: Path, int8: bool = False) -> dict:

@@ -131,3 +131,34 @@ def test_precision_option_on_the_python_api(golden_images):
     torch.manual_seed(3)
     ids = generator.generate(torch.tensor([1, 2]), num_sample_steps=4, precision="bf16")
     assert ids.shape == (2, 32) and int(ids.max()) < generator.config.codebook_size
+
+
+@pytest.fixture
+def fast():
+    from onetok import fast
+
+    if fast.malloc_bytes() is None:
+        pytest.skip("needs glibc 2.33+ (mallopt and mallinfo2)")
+    return fast
+
+
+def mmapped_bytes_while_holding(fast, nbytes: int) -> int:
+    """How many bytes glibc has mmapped while a fresh `nbytes` tensor is alive."""
+    block = torch.empty(nbytes, dtype=torch.uint8)
+    held = fast.malloc_bytes()[1]
+    del block
+    return held
+
+
+def test_kept_heap_reuses_large_blocks_inside_and_gives_them_back_after(fast, monkeypatch):
+    size = 96 * 2**20  # past glibc's 32 MiB mmap threshold
+    with fast.kept_heap():
+        pass  # leaves glibc's defaults and a trimmed heap
+    assert mmapped_bytes_while_holding(fast, size) >= size
+    with fast.kept_heap():
+        assert mmapped_bytes_while_holding(fast, size) < size
+        assert mmapped_bytes_while_holding(fast, size) < size  # the freed block is reused
+    assert mmapped_bytes_while_holding(fast, size) >= size  # trimmed: the next one is mapped afresh
+    monkeypatch.setenv(fast.KEEP_HEAP_ENV, "0")
+    with fast.kept_heap():  # the opt-out leaves malloc alone
+        assert mmapped_bytes_while_holding(fast, size) >= size

@@ -71,7 +71,7 @@ def wrap_tokenizer(model: torch.nn.Module, name: str) -> LoadedTokenizer:
     config = model.config
     if config.is_vae:
         raise ModelLoadError(f"{name} is a continuous (VAE) tokenizer; the app shows discrete token ids")
-    if config.is_legacy and not config.finetune_decoder:
+    if config.is_stage1:
         raise ModelLoadError(f"{name} is a stage-1 tokenizer: it predicts proxy codes, not pixels")
     return LoadedTokenizer(name, Pipeline(model, tokenizer_name=name))
 

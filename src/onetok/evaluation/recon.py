@@ -63,15 +63,10 @@ def _small_set_notes(count: int, dim: int) -> list[str]:
 # --------------------------------------------------------------------------- stage-1 tokenizers
 
 
-def is_stage1(model) -> bool:
-    """A two-stage TiTok before its decoder is fine-tuned: it predicts the teacher VQGAN's codes."""
-    return model.config.is_legacy and not model.config.finetune_decoder
-
-
 def pixel_decoder(model, teacher=None):
     """tokens -> images in [0, 1]: the tokenizer's own detokenize, or for a stage-1 model its
     argmax proxy codes decoded by the teacher MaskGIT-VQGAN (as the stage-1 training previews)."""
-    if not is_stage1(model):
+    if not model.config.is_stage1:
         if teacher is not None:
             raise EvalInputError("a teacher VQGAN decodes stage-1 proxy codes, but this tokenizer decodes pixels itself")
         return model.detokenize

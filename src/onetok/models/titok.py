@@ -284,7 +284,7 @@ class TiTok(HubMixin, nn.Module):
         drop (``config.variable_length``). A model without one decodes the k tokens alone: it
         still answers, but unless it was trained on prefixes (One-D-Piece) the quality is poor.
         """
-        if not self.config.finetune_decoder and self.config.is_legacy:
+        if self.config.is_stage1:
             raise TokenizerError(
                 "a stage-1 model predicts proxy codes, not pixels: decode its logits with a MaskGIT-VQGAN"
             )
