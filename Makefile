@@ -78,8 +78,13 @@ default-model-quick: $(STAMP)
 		TOKENIZER_FINETUNE_ARGS="$(QUICK_STEPS) training.batch_size=4 model.vq_model.codebook_size=256" \
 		GENERATOR_TRAIN_ARGS="$(QUICK_STEPS) training.batch_size=8"
 
+# two processes: the L-32 and S-128 ONNX sessions together do not fit in 24 GB; S-128's 64-step
+# generation skips torch int8 (another half hour)
 bench: $(STAMP)
-	$(BIN)/python benchmarks/bench_inference.py
+	$(BIN)/python benchmarks/bench_inference.py --models default,b64,l32 --repeats 1 --cell-seconds 20
+	$(BIN)/python benchmarks/bench_inference.py --models s128 --paths fp32,bf16,onnx,onnx-int8 --repeats 1 \
+		--cell-seconds 20 --output outputs/bench_inference_s128.md
+	$(BIN)/python benchmarks/bench_heap.py --models default,b64
 
 clean:
 	rm -rf $(VENV) outputs

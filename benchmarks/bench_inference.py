@@ -14,6 +14,7 @@ Writes outputs/bench_inference.md (the printed table) and outputs/bench_inferenc
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import shlex
 import sys
@@ -26,7 +27,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from measure import Cell, machine_line, matmul_rates, measure  # noqa: E402
+from measure import QUICK_CELL_ROUNDS, QUICK_CELL_SECONDS, Cell, machine_line, matmul_rates, measure  # noqa: E402
 from paths import PATHS, generator_paths, tokenizer_paths  # noqa: E402
 from report import bar_chart, best_paths, bounds_table, class_to_image, throughput_table  # noqa: E402
 
@@ -80,6 +81,8 @@ def bench_tokenizer(key: str, args, log) -> list[Cell]:
     ids = tok.runs["fp32"].out
     dec = measure(Cell(key, "detokenize", args.batch), {n: (lambda f=f[1]: f(ids)) for n, f in paths.items()},
                   args.repeats, args.cell_seconds)
+    paths.clear()  # the probe builds its own runners: two sets of L-32 ONNX sessions do not fit in 24 GB
+    gc.collect()
     for cell in (tok, dec):
         cell.auto = probe(cell.task, model, torch.device("cpu"))["chosen"]
     return [tok, dec]
@@ -92,6 +95,8 @@ def bench_generator(key: str, args, log) -> list[Cell]:
     classes = torch.tensor(CLASSES)[torch.arange(args.batch) % len(CLASSES)] % model.config.condition_num_classes
     cell = measure(Cell(key, "generate", args.batch), {n: (lambda f=f: f(classes)) for n, f in paths.items()},
                    args.repeats, args.cell_seconds)
+    paths.clear()
+    gc.collect()
     cell.auto = probe("generate", model, torch.device("cpu"))["chosen"]
     return [cell]
 
@@ -104,7 +109,8 @@ def write_report(args, machine: str, rates: dict, cells: list[Cell], started: fl
         "",
         f"- machine: {machine}",
         f"- command: `{command}`",
-        f"- batch {args.batch}; one warm-up round, then up to {args.repeats} timed rounds with every path interleaved; "
+        f"- batch {args.batch}; one warm-up round, then up to {args.repeats} timed rounds with every path interleaved "
+        f"(a cell whose timed runs total under {QUICK_CELL_SECONDS:.0f} s: more rounds, up to {QUICK_CELL_ROUNDS}); "
         f"rates are medians; random weights of the released shapes unless the model is `default` (the shipped "
         f"trained models); real photos; generate = sampled ids (no pixel decoding); seed {args.seed}",
         "- same ids: token ids identical to fp32 eager's; PSNR: detokenize of the same ids against fp32 eager's pixels",

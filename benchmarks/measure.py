@@ -90,8 +90,12 @@ class Cell:
         return self.flops * self.rate(path) / self.batch / 1e12
 
 
+QUICK_CELL_SECONDS, QUICK_CELL_ROUNDS = 2.0, 40  # cells faster than this get more rounds, for a steady median
+
+
 def measure(cell: Cell, paths: dict, repeats: int, cell_seconds: float) -> Cell:
-    """Round robin over the paths (fp32 first), `repeats` rounds at most, fewer once past `cell_seconds`.
+    """Round robin over the paths (fp32 first), `repeats` rounds at most, fewer once past `cell_seconds`;
+    a quick cell goes on for up to QUICK_CELL_ROUNDS rounds until its timed runs took QUICK_CELL_SECONDS.
 
     A warm-up call per path comes first (first-call allocations, oneDNN kernel creation, lazy
     quantization state); its output is kept as the fidelity sample if no timed run happens. fp32's
@@ -106,7 +110,9 @@ def measure(cell: Cell, paths: dict, repeats: int, cell_seconds: float) -> Cell:
             out = fn()
         cell.runs[name] = Run(out=torch.as_tensor(out))
     spent = 0.0
-    for _ in range(repeats):
+    for round_index in range(max(repeats, QUICK_CELL_ROUNDS)):
+        if round_index >= repeats and spent > QUICK_CELL_SECONDS:
+            break
         for name, fn in paths.items():
             seconds, mib, out = timed(fn)
             run = cell.runs[name]
