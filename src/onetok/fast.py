@@ -17,9 +17,9 @@ Pair them with ``onetok.precision.autocast`` (bfloat16 matmuls and convolutions)
   per 4 KiB. Inside `kept_heap()` malloc keeps such blocks for reuse; on leaving, the free pages
   go back to the kernel and glibc's default settings return, so between calls the process holds
   no more than it would without. The Pipeline's paths run every call inside it. Measured on the
-  2-core AMX Xeon: GroupNorm + SiLU over an (8, 128, 256, 256) bf16 activation 2.4x faster, the
-  B-64 pixel decoder about 1.4x in bfloat16 (benchmarks/bench_heap.py). $ONETOK_KEEP_HEAP=0
-  turns it off.
+  2-core AMX Xeon (benchmarks/bench_heap.py, batch 8): B-64 detokenize 1.24x faster in bfloat16,
+  the shipped models' tokenize and detokenize about 1.2x in float32; large fp32 matmul-bound
+  calls gain nothing. $ONETOK_KEEP_HEAP=0 turns it off.
 * torch.compile: off by default. On that CPU, compiling the pixel decoder alone
   took over 7 minutes (and again for every new batch size) for no measurable
   steady-state gain over eager oneDNN. On a GPU it may pay: try ``compile=True``.
