@@ -1,6 +1,9 @@
 """Precision names, the 'auto' choice, and what autocast does (and does not) lower to bf16."""
+import contextlib
+
 import pytest
 import torch
+import torch.utils._python_dispatch
 
 from onetok import precision
 from onetok.models.quantizers import VectorQuantizer
@@ -65,3 +68,52 @@ def test_int8_is_an_explicit_choice_that_the_rule_never_makes(monkeypatch):
     monkeypatch.setattr(precision, "cpu_flags", lambda: "avx2")
     with autocast("int8"):
         assert layer(torch.randn(2, 8)).dtype == torch.float32
+
+
+class WeightCasts(torch.utils._python_dispatch.TorchDispatchMode):
+    """Counts the casts autocast makes of one tensor."""
+
+    def __init__(self, weight):
+        super().__init__()
+        self.weight, self.count = weight, 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func is torch.ops.aten._to_copy.default and args[0] is self.weight:
+            self.count += 1
+        return func(*args, **(kwargs or {}))
+
+
+def run_three_steps(layer, x):
+    outs = []
+    for _ in range(3):
+        with autocast("bf16"):
+            outs.append(layer(x))
+    return torch.stack(outs)
+
+
+def test_kept_weight_casts_cast_each_weight_once_for_many_autocast_blocks():
+    layer, x = torch.nn.Linear(16, 16), torch.randn(4, 16)
+    with WeightCasts(layer.weight) as per_block:
+        expected = run_three_steps(layer, x)
+    with WeightCasts(layer.weight) as kept, precision.kept_weight_casts("bf16"):
+        got = run_three_steps(layer, x)
+        assert not torch.is_autocast_enabled("cpu")  # nothing between the inner blocks is lowered
+    assert (per_block.count, kept.count) == (3, 1)
+    assert torch.equal(got, expected)
+    with WeightCasts(layer.weight) as after:
+        run_three_steps(layer, x)
+    assert after.count == 3  # the cache ends with the block
+    assert isinstance(precision.kept_weight_casts("fp32"), contextlib.nullcontext)
+
+
+def test_bf16_generation_with_kept_casts_samples_what_per_step_casts_sample(monkeypatch):
+    from onetok import MaskGIT
+    from onetok.models import maskgit
+
+    generator = MaskGIT.from_config("generator_titok_tiny").eval()
+    classes = torch.tensor([1, 2, 3])
+    torch.manual_seed(3)
+    kept = generator.generate(classes, num_sample_steps=6, precision="bf16")
+    monkeypatch.setattr(maskgit, "kept_weight_casts", lambda *a: contextlib.nullcontext())
+    torch.manual_seed(3)
+    assert torch.equal(kept, generator.generate(classes, num_sample_steps=6, precision="bf16"))

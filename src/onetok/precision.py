@@ -75,3 +75,15 @@ def autocast(precision: str, device: torch.device | str = "cpu"):
     if name == "bf16" or (name == "int8" and has_fast_bf16(device)):
         return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+def kept_weight_casts(precision: str, device: torch.device | str = "cpu"):
+    """A block around many `autocast(precision)` blocks (the sampling steps) in which each weight is
+    cast to bf16 once, not once per inner block: autocast keeps its casts of leaf tensors that
+    require grad (the models' parameters) until the outermost autocast context ends, and this one
+    leaves autocast off, so nothing between the inner blocks changes. The same numbers, faster.
+    """
+    device = torch.device(device)
+    if isinstance(autocast(precision, device), contextlib.nullcontext):
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=False)

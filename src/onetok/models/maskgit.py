@@ -14,7 +14,7 @@ from torch import nn
 
 from ..config import GUIDANCE_DECAYS, GeneratorConfig
 from ..pretrained import HubMixin
-from ..precision import autocast
+from ..precision import autocast, kept_weight_casts
 from ..errors import GeneratorError
 
 
@@ -204,43 +204,44 @@ class MaskGIT(HubMixin, nn.Module):
         ids = torch.full((condition.shape[0], k), self.mask_token_id, device=device, dtype=torch.long)
         cfg_scale = guidance_scale if guidance_decay == "constant" else 0.0
 
-        for step in range(num_sample_steps):
-            ratio = (step + 1) / num_sample_steps
-            temperature = randomize_temperature * (1.0 - ratio)
-            is_mask = ids == self.mask_token_id
-            if guidance_decay == "power-cosine":
-                # computed in float32 tensors like the reference, so logits match bit for bit
-                pow_ = torch.ones(1, device=device) * guidance_scale_pow
-                scale_step = (1 - torch.cos(((step / num_sample_steps) ** pow_) * torch.pi)) * 0.5
-                cfg_scale = (guidance_scale - 1) * scale_step + 1
+        with kept_weight_casts(precision, device):
+            for step in range(num_sample_steps):
+                ratio = (step + 1) / num_sample_steps
+                temperature = randomize_temperature * (1.0 - ratio)
+                is_mask = ids == self.mask_token_id
+                if guidance_decay == "power-cosine":
+                    # computed in float32 tensors like the reference, so logits match bit for bit
+                    pow_ = torch.ones(1, device=device) * guidance_scale_pow
+                    scale_step = (1 - torch.cos(((step / num_sample_steps) ** pow_) * torch.pi)) * 0.5
+                    cfg_scale = (guidance_scale - 1) * scale_step + 1
 
-            guided = _is_guided(cfg_scale, guidance_scale, step / num_sample_steps, guidance_scale_pow)
-            if guided is None:
-                guided = bool(cfg_scale != 0)
-            noise.class_drop_draws(condition.shape[0], 2 if guided else 1, device)
-            with autocast(precision, device):
-                logits = self.guided_logits(ids, condition, cfg_scale, guidance_decay, batched_guidance, guided)
-            if softmax_temperature_annealing:
-                logits = logits / (0.5 + 0.8 * (1 - ratio))
+                guided = _is_guided(cfg_scale, guidance_scale, step / num_sample_steps, guidance_scale_pow)
+                if guided is None:
+                    guided = bool(cfg_scale != 0)
+                noise.class_drop_draws(condition.shape[0], 2 if guided else 1, device)
+                with autocast(precision, device):
+                    logits = self.guided_logits(ids, condition, cfg_scale, guidance_decay, batched_guidance, guided)
+                if softmax_temperature_annealing:
+                    logits = logits / (0.5 + 0.8 * (1 - ratio))
 
-            sampled = (logits + temperature * noise.gumbel(logits)).argmax(dim=-1)
-            sampled_logits = logits.gather(-1, sampled.unsqueeze(-1)).squeeze(-1)
-            sampled = torch.where(is_mask, sampled, ids)
-            confidence = torch.where(is_mask, sampled_logits, torch.inf)
+                sampled = (logits + temperature * noise.gumbel(logits)).argmax(dim=-1)
+                sampled_logits = logits.gather(-1, sampled.unsqueeze(-1)).squeeze(-1)
+                sampled = torch.where(is_mask, sampled, ids)
+                confidence = torch.where(is_mask, sampled_logits, torch.inf)
 
-            # as the reference: the first row's mask count, kept on the device (no sync)
-            wanted = math.floor(k * np.arccos(ratio) / (math.pi * 0.5))
-            num_masked = (is_mask[0].sum() - 1).clamp(max=wanted).clamp(min=1)
-            confidence = confidence + temperature * noise.gumbel(confidence)
-            index = (num_masked - 1).expand(confidence.shape[0], 1)
-            cut_off = confidence.sort(dim=-1).values.gather(-1, index)
-            if step == num_sample_steps - 1:
-                ids = sampled
-            else:
-                ids = torch.where(confidence <= cut_off, self.mask_token_id, sampled)
+                # as the reference: the first row's mask count, kept on the device (no sync)
+                wanted = math.floor(k * np.arccos(ratio) / (math.pi * 0.5))
+                num_masked = (is_mask[0].sum() - 1).clamp(max=wanted).clamp(min=1)
+                confidence = confidence + temperature * noise.gumbel(confidence)
+                index = (num_masked - 1).expand(confidence.shape[0], 1)
+                cut_off = confidence.sort(dim=-1).values.gather(-1, index)
+                if step == num_sample_steps - 1:
+                    ids = sampled
+                else:
+                    ids = torch.where(confidence <= cut_off, self.mask_token_id, sampled)
 
-            if guidance_decay == "linear":
-                cfg_scale = ratio * guidance_scale
+                if guidance_decay == "linear":
+                    cfg_scale = ratio * guidance_scale
         return ids
 
     # ------------------------------------------------------------ construction
