@@ -71,10 +71,15 @@ def autocast(precision: str, device: torch.device | str = "cpu"):
     the hardware has native bf16, else float32.
     """
     device = torch.device(device)
-    name = resolve_precision(precision, device)
-    if name == "bf16" or (name == "int8" and has_fast_bf16(device)):
+    if lowers_to_bf16(precision, device):
         return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+def lowers_to_bf16(precision: str, device: torch.device) -> bool:
+    """Whether `autocast(precision, device)` runs matmuls and convolutions in bf16."""
+    name = resolve_precision(precision, device)
+    return name == "bf16" or (name == "int8" and has_fast_bf16(device))
 
 
 def kept_weight_casts(precision: str, device: torch.device | str = "cpu"):
@@ -84,6 +89,6 @@ def kept_weight_casts(precision: str, device: torch.device | str = "cpu"):
     leaves autocast off, so nothing between the inner blocks changes. The same numbers, faster.
     """
     device = torch.device(device)
-    if isinstance(autocast(precision, device), contextlib.nullcontext):
+    if not lowers_to_bf16(precision, device):
         return contextlib.nullcontext()
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=False)
